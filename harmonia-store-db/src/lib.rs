@@ -1,0 +1,1 @@
+//! Read and write access to Nix's SQLite store database (schema 10).

@@ -1,0 +1,1 @@
+//! The narinfo format of Nix binary caches: parse, render, fingerprint, sign and verify.

@@ -1,0 +1,1 @@
+//! Nix store directories and store paths: parsing, validation and computing them as Nix does.
