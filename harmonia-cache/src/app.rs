@@ -1,0 +1,170 @@
+//! Shared state, the router, and the small fixed endpoints.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::Config;
+use crate::error::ServerError;
+use crate::http_util::{CACHE_NONE, html_escape};
+
+/// Everything handlers share, built once at start-up.
+pub struct AppState {
+    /// The resolved configuration.
+    pub config: Config,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// The `/nix-cache-info` body.
+    pub cache_info: Bytes,
+    /// Public keys of the signing keys, as a user puts them in `trusted-public-keys`.
+    pub public_keys: Vec<String>,
+}
+
+/// Shared handle to [`AppState`].
+pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    /// Pre-computes fixed responses from the configuration.
+    pub fn new(config: Config, metrics: PrometheusHandle) -> AppState {
+        let cache_info = Bytes::from(format!(
+            "StoreDir: {}\nWantMassQuery: 1\nPriority: {}\n",
+            config.virtual_nix_store, config.priority
+        ));
+        let public_keys = config
+            .sign_keys
+            .iter()
+            .map(|k| k.to_public_key().to_string())
+            .collect();
+        AppState {
+            config,
+            metrics,
+            cache_info,
+            public_keys,
+        }
+    }
+}
+
+/// Builds the router with every endpoint and the metrics middleware.
+pub fn router(state: SharedState) -> Router {
+    Router::new()
+        .route("/", get(landing))
+        .route("/health", get(health))
+        .route("/version", get(version))
+        .route("/metrics", get(metrics))
+        .route("/nix-cache-info", get(cache_info))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(crate::metrics::track))
+        .with_state(state)
+}
+
+/// A complete in-memory response with explicit length (so HEAD reports it too).
+pub fn full_response(
+    content_type: &'static str,
+    cache_control: HeaderValue,
+    body: Bytes,
+) -> Response {
+    let len = body.len();
+    let mut res = body.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, cache_control);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    res
+}
+
+async fn not_found() -> ServerError {
+    ServerError::NotFound
+}
+
+async fn health() -> Response {
+    full_response(
+        "text/plain; charset=utf-8",
+        CACHE_NONE,
+        Bytes::from_static(b"OK\n"),
+    )
+}
+
+async fn version() -> Response {
+    full_response(
+        "text/plain; charset=utf-8",
+        CACHE_NONE,
+        Bytes::from_static(concat!("harmonia-cache ", env!("CARGO_PKG_VERSION"), "\n").as_bytes()),
+    )
+}
+
+async fn metrics(State(state): State<SharedState>) -> Response {
+    full_response(
+        "text/plain; version=0.0.4; charset=utf-8",
+        CACHE_NONE,
+        Bytes::from(state.metrics.render()),
+    )
+}
+
+async fn cache_info(State(state): State<SharedState>) -> Response {
+    full_response(
+        "text/x-nix-cache-info",
+        HeaderValue::from_static("public, max-age=86400"),
+        state.cache_info.clone(),
+    )
+}
+
+/// Whether a `Host` header value is safe to echo back as a URL authority.
+fn plausible_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+}
+
+async fn landing(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+    let scheme = if state.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| plausible_host(h))
+        .map(str::to_owned)
+        .unwrap_or_else(|| state.config.bind.to_string());
+    let substituter = format!("{scheme}://{host}");
+    let keys_line = if state.public_keys.is_empty() {
+        "# no signing key configured: set `sign_key_paths` to sign narinfo".to_owned()
+    } else {
+        format!("trusted-public-keys = {}", state.public_keys.join(" "))
+    };
+    let body = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>harmonia binary cache</title></head>\n\
+<body><h1>harmonia binary cache</h1>\n\
+<p>This server is a Nix binary cache for <code>{store}</code>. To use it, add these lines to <code>nix.conf</code>:</p>\n\
+<pre>substituters = {sub}\n{keys}\n</pre>\n\
+<p><a href=\"/nix-cache-info\">nix-cache-info</a> &middot; <a href=\"/metrics\">metrics</a> &middot; <a href=\"/version\">version</a></p>\n\
+</body></html>\n",
+        store = html_escape(&state.config.virtual_nix_store),
+        sub = html_escape(&substituter),
+        keys = html_escape(&keys_line),
+    );
+    let mut res = full_response("text/html; charset=utf-8", CACHE_NONE, Bytes::from(body));
+    *res.status_mut() = StatusCode::OK;
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_filter() {
+        assert!(plausible_host("cache.example.org:5000"));
+        assert!(plausible_host("[::1]:5000"));
+        assert!(!plausible_host("a<script>"));
+        assert!(!plausible_host(""));
+    }
+}

@@ -1,0 +1,85 @@
+//! Prometheus metrics: request counts and latency by route template, bytes and NARs served.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::Method;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Counter: requests by `method`, `path` (route template) and `status`.
+pub const REQUESTS_TOTAL: &str = "harmonia_http_requests_total";
+/// Histogram: time until the response head is ready, in seconds.
+pub const REQUEST_DURATION: &str = "harmonia_http_request_duration_seconds";
+/// Counter: NAR bytes sent to clients (after compression, if any).
+pub const NAR_BYTES_TOTAL: &str = "harmonia_nar_bytes_served_total";
+/// Counter: NAR responses whose body was sent completely.
+pub const NARS_TOTAL: &str = "harmonia_nars_served_total";
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// The route template of a response whose route is a catch-all (e.g. `/{hash}.narinfo`).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLabel(pub &'static str);
+
+/// Installs the global recorder and starts its upkeep task; returns the handle `/metrics` renders.
+pub fn install() -> Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), DURATION_BUCKETS)
+        .context("configuring metric buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    metrics::describe_counter!(REQUESTS_TOTAL, "Total number of HTTP requests");
+    metrics::describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "HTTP request latency until the response head"
+    );
+    metrics::describe_counter!(NAR_BYTES_TOTAL, metrics::Unit::Bytes, "NAR bytes sent");
+    metrics::describe_counter!(NARS_TOTAL, "NARs sent completely");
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+/// Middleware recording the request counter and latency histogram.
+pub async fn track(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = method_label(req.method());
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let res = next.run(req).await;
+    let path: String = match (res.extensions().get::<RouteLabel>(), &matched) {
+        (Some(label), _) => label.0.to_owned(),
+        (None, Some(m)) => m.as_str().to_owned(),
+        (None, None) => "unmatched".to_owned(),
+    };
+    let status = res.status().as_u16().to_string();
+    metrics::counter!(REQUESTS_TOTAL, "method" => method, "path" => path.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(REQUEST_DURATION, "method" => method, "path" => path)
+        .record(start.elapsed().as_secs_f64());
+    res
+}
