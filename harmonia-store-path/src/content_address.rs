@@ -1,0 +1,143 @@
+use std::fmt;
+use std::str::FromStr;
+
+use harmonia_utils_hash::{Algorithm, Hash};
+
+use crate::error::{StorePathError, snippet};
+
+/// How a content-addressed store path was made, with its hash (Nix's `ContentAddress`).
+///
+/// Text form as in the `ca` column of Nix's db and the `CA:` narinfo field (`libstore/content-address.cc`):
+/// `text:sha256:<nix32>`, `fixed:<algo>:<nix32>` (flat file hash) or `fixed:r:<algo>:<nix32>` (NAR hash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ContentAddress {
+    /// A text file (`builtins.toFile`, derivations): sha256 of the contents.
+    Text(Hash),
+    /// A flat fixed-output file: hash of the file contents.
+    Flat(Hash),
+    /// A recursive fixed-output path: hash of its NAR serialisation.
+    Recursive(Hash),
+}
+
+impl ContentAddress {
+    /// The hash, whatever the method.
+    pub fn hash(&self) -> &Hash {
+        match self {
+            ContentAddress::Text(h) | ContentAddress::Flat(h) | ContentAddress::Recursive(h) => h,
+        }
+    }
+}
+
+impl fmt::Display for ContentAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContentAddress::Text(h) => write!(f, "text:{h}"),
+            ContentAddress::Flat(h) => write!(f, "fixed:{h}"),
+            ContentAddress::Recursive(h) => write!(f, "fixed:r:{h}"),
+        }
+    }
+}
+
+/// Parses `<algo>:<digest>` (any encoding, by length); SRI is not accepted here, as in Nix.
+fn parse_typed_hash(s: &str) -> Result<Hash, StorePathError> {
+    let (algo, digest) = s.split_once(':').ok_or_else(|| {
+        StorePathError::ContentAddressHash(harmonia_utils_hash::HashError::MissingAlgorithm(
+            snippet(s),
+        ))
+    })?;
+    let algo: Algorithm = algo.parse().map_err(StorePathError::ContentAddressHash)?;
+    Hash::parse_digest(algo, digest).map_err(StorePathError::ContentAddressHash)
+}
+
+impl FromStr for ContentAddress {
+    type Err = StorePathError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(rest) = s.strip_prefix("text:") {
+            let h = parse_typed_hash(rest)?;
+            if h.algorithm() != Algorithm::Sha256 {
+                return Err(StorePathError::TextHashNotSha256(h.algorithm()));
+            }
+            Ok(ContentAddress::Text(h))
+        } else if let Some(rest) = s.strip_prefix("fixed:r:") {
+            Ok(ContentAddress::Recursive(parse_typed_hash(rest)?))
+        } else if let Some(rest) = s.strip_prefix("fixed:") {
+            Ok(ContentAddress::Flat(parse_typed_hash(rest)?))
+        } else {
+            Err(StorePathError::ContentAddressMethod(snippet(s)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use harmonia_utils_hash::HashError;
+
+    #[test]
+    fn round_trips() {
+        for algo in Algorithm::ALL {
+            let h = Hash::digest_of(algo, b"x");
+            let mut cas = vec![ContentAddress::Flat(h), ContentAddress::Recursive(h)];
+            if algo == Algorithm::Sha256 {
+                cas.push(ContentAddress::Text(h));
+            }
+            for ca in cas {
+                let s = ca.to_string();
+                assert_eq!(s.parse::<ContentAddress>().unwrap(), ca, "{s}");
+                assert_eq!(ca.hash(), &h);
+            }
+        }
+        let h = Hash::digest_of(Algorithm::Sha256, b"x");
+        assert_eq!(
+            format!("fixed:r:{}", h.to_typed_base16())
+                .parse::<ContentAddress>()
+                .unwrap(),
+            ContentAddress::Recursive(h)
+        );
+        assert_eq!(
+            ContentAddress::Recursive(h).to_string(),
+            format!("fixed:r:sha256:{}", h.to_nix_base32())
+        );
+    }
+
+    #[test]
+    fn bad_inputs() {
+        let sha1 = Hash::digest_of(Algorithm::Sha1, b"x");
+        assert_eq!(
+            format!("text:{sha1}").parse::<ContentAddress>(),
+            Err(StorePathError::TextHashNotSha256(Algorithm::Sha1))
+        );
+        assert!(matches!(
+            "".parse::<ContentAddress>(),
+            Err(StorePathError::ContentAddressMethod(_))
+        ));
+        assert!(matches!(
+            "fixed".parse::<ContentAddress>(),
+            Err(StorePathError::ContentAddressMethod(_))
+        ));
+        assert!(matches!(
+            "source:sha256:00".parse::<ContentAddress>(),
+            Err(StorePathError::ContentAddressMethod(_))
+        ));
+        assert_eq!(
+            "fixed:md4:00".parse::<ContentAddress>(),
+            Err(StorePathError::ContentAddressHash(
+                HashError::UnknownAlgorithm("md4".into())
+            ))
+        );
+        assert!(matches!(
+            "fixed:r:sha256".parse::<ContentAddress>(),
+            Err(StorePathError::ContentAddressHash(
+                HashError::MissingAlgorithm(_)
+            ))
+        ));
+        let sha256 = Hash::digest_of(Algorithm::Sha256, b"x");
+        assert!(matches!(
+            format!("fixed:{}", sha256.to_sri()).parse::<ContentAddress>(),
+            Err(StorePathError::ContentAddressHash(
+                HashError::MissingAlgorithm(_)
+            ))
+        ));
+    }
+}
