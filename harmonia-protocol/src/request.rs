@@ -440,7 +440,7 @@ impl NixSerialize for AddToStoreResponse {
 impl NixDeserialize for AddToStoreResponse {
     async fn deserialize<R: AsyncRead + Unpin + Send>(r: &mut NixReader<R>) -> Result<Self> {
         if r.version() >= ProtocolVersion::new(1, 25) {
-            Ok(AddToStoreResponse::Info(Box::new(r.read().await?)))
+            Ok(AddToStoreResponse::Info(r.read().await?))
         } else {
             Ok(AddToStoreResponse::Path(r.read().await?))
         }

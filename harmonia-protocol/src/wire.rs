@@ -315,6 +315,18 @@ pub trait NixDeserialize: Sized + Send {
     ) -> impl Future<Output = Result<Self>> + Send;
 }
 
+impl<T: NixSerialize + ?Sized> NixSerialize for Box<T> {
+    fn serialize(&self, enc: &mut Encoder) {
+        (**self).serialize(enc);
+    }
+}
+
+impl<T: NixDeserialize> NixDeserialize for Box<T> {
+    async fn deserialize<R: AsyncRead + Unpin + Send>(r: &mut NixReader<R>) -> Result<Self> {
+        Ok(Box::new(T::deserialize(r).await?))
+    }
+}
+
 impl NixSerialize for u64 {
     fn serialize(&self, enc: &mut Encoder) {
         enc.write_u64(*self);
