@@ -1,0 +1,35 @@
+//! `nar-dump PATH`: write the NAR of PATH to stdout, like `nix-store --dump PATH` (used by scripts/bench-nar).
+//!
+//! `nar-dump --async PATH` goes through the async stream instead of the synchronous encoder.
+
+use std::io::Write;
+
+use futures::StreamExt;
+use harmonia_file_nar::{NarEncoder, encode};
+
+fn main() -> anyhow::Result<()> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let use_async = args.first().is_some_and(|a| a == "--async");
+    if use_async {
+        args.remove(0);
+    }
+    let [path] = args.as_slice() else {
+        anyhow::bail!("usage: nar-dump [--async] PATH");
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if use_async {
+        let rt = tokio::runtime::Builder::new_multi_thread().build()?;
+        rt.block_on(async {
+            let mut stream = encode(path.into());
+            while let Some(chunk) = stream.next().await {
+                out.write_all(&chunk?)?;
+            }
+            anyhow::Ok(())
+        })?;
+    } else {
+        NarEncoder::new(path).write_to(&mut out)?;
+    }
+    out.flush()?;
+    Ok(())
+}

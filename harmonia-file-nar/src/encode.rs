@@ -1,0 +1,501 @@
+//! Streaming NAR encoder: a filesystem path in, `nix-store --dump` bytes out.
+//!
+//! [`NarEncoder`] is the synchronous core: an iterator of chunks of about [`CHUNK_SIZE`] bytes. Directory
+//! entries and small files are batched into one chunk; big files are read straight into the chunk buffer in
+//! large reads (no zeroing, no extra copy). [`encode`] and [`encode_from_offset`] wrap it in an async
+//! [`Stream`] whose filesystem work runs on tokio's blocking pool, one chunk ahead of the consumer.
+
+use std::cmp::min;
+use std::ffi::OsString;
+use std::fs::{self, File, FileType, Metadata};
+use std::future::Future;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::task::JoinHandle;
+
+use crate::NarError;
+use crate::wire::{self, MAGIC, ZEROS};
+
+/// Size of the chunks the encoder yields (the last one may be shorter).
+pub const CHUNK_SIZE: usize = 1 << 20;
+
+/// Room kept above `CHUNK_SIZE` so that the headers of one more entry (names up to 255 bytes, symlink
+/// targets up to 4 KiB on Linux) never make the chunk buffer reallocate.
+const SLACK: usize = 16 << 10;
+
+/// One directory being walked: its entries sorted in *descending* byte order, so `pop` gives the next one.
+struct DirFrame {
+    entries: Vec<(OsString, fs::DirEntry)>,
+}
+
+enum State {
+    Start,
+    Walk,
+    Contents {
+        file: File,
+        remaining: u64,
+        size: u64,
+    },
+    Done,
+    Failed,
+}
+
+/// Synchronous NAR encoder: an [`Iterator`] over chunks of the NAR of a path, byte-identical to
+/// `nix-store --dump`.
+///
+/// Memory stays bounded by about two chunks plus one sorted directory listing per directory level. A file
+/// that changes size or disappears while it is encoded gives [`NarError::FileChanged`] or
+/// [`NarError::Io`]; after an error the iterator ends.
+pub struct NarEncoder {
+    /// Path of the node being visited (the current directory while walking it).
+    path: PathBuf,
+    stack: Vec<DirFrame>,
+    state: State,
+    buf: Vec<u8>,
+    chunk_size: usize,
+    /// Bytes still to drop from the front of the NAR (see [`NarEncoder::from_offset`]).
+    skip: u64,
+    offset: u64,
+}
+
+impl NarEncoder {
+    /// An encoder for the NAR of `path` (which is not followed if it is a symlink, like Nix).
+    pub fn new(path: impl Into<PathBuf>) -> NarEncoder {
+        NarEncoder::from_offset(path, 0)
+    }
+
+    /// An encoder that yields the NAR of `path` starting at byte `offset` (for HTTP range requests).
+    ///
+    /// Header sizes come from metadata and files wholly before `offset` are never opened; the file that
+    /// contains `offset` is opened and seeked. An offset past the end gives [`NarError::OffsetPastEnd`].
+    pub fn from_offset(path: impl Into<PathBuf>, offset: u64) -> NarEncoder {
+        NarEncoder::with_chunk_size(path.into(), offset, CHUNK_SIZE)
+    }
+
+    fn with_chunk_size(path: PathBuf, offset: u64, chunk_size: usize) -> NarEncoder {
+        NarEncoder {
+            path,
+            stack: Vec::new(),
+            state: State::Start,
+            buf: Vec::new(),
+            chunk_size: chunk_size.max(1),
+            skip: offset,
+            offset,
+        }
+    }
+
+    /// Write the whole NAR into `out`; returns the number of bytes written.
+    pub fn write_to(self, out: &mut impl Write) -> Result<u64, NarError> {
+        let mut n = 0;
+        for chunk in self {
+            let chunk = chunk?;
+            out.write_all(&chunk)
+                .map_err(|e| NarError::io("<NAR output>", e))?;
+            n += chunk.len() as u64;
+        }
+        Ok(n)
+    }
+
+    #[inline]
+    fn put(&mut self, data: &[u8]) {
+        if self.skip == 0 {
+            self.buf.extend_from_slice(data);
+        } else {
+            let n = min(self.skip, data.len() as u64) as usize;
+            self.skip -= n as u64;
+            self.buf.extend_from_slice(&data[n..]);
+        }
+    }
+
+    #[inline]
+    fn put_str(&mut self, s: &[u8]) {
+        if self.skip == 0 {
+            wire::put_str(&mut self.buf, s);
+        } else {
+            self.put(&(s.len() as u64).to_le_bytes());
+            self.put(s);
+            self.put(&ZEROS[..wire::padding(s.len() as u64)]);
+        }
+    }
+
+    fn ensure_buffer(&mut self) {
+        if self.buf.capacity() == 0 {
+            self.buf = Vec::with_capacity(self.chunk_size + SLACK);
+        }
+    }
+
+    fn take_chunk(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.buf))
+    }
+
+    /// Close the current node, and the directory entry around it if it has one.
+    fn close_node(&mut self) {
+        self.put_str(b")");
+        if self.stack.is_empty() {
+            self.state = State::Done;
+        } else {
+            self.put_str(b")");
+            self.path.pop();
+        }
+    }
+
+    /// Emit the node at `self.path`, whose type is `ft`; `meta` gives its metadata when needed.
+    fn enter_node(
+        &mut self,
+        ft: FileType,
+        meta: impl FnOnce() -> io::Result<Metadata>,
+    ) -> Result<(), NarError> {
+        if ft.is_dir() {
+            let mut entries = Vec::new();
+            let rd = fs::read_dir(&self.path).map_err(|e| NarError::io(&self.path, e))?;
+            for entry in rd {
+                let entry = entry.map_err(|e| NarError::io(&self.path, e))?;
+                entries.push((entry.file_name(), entry));
+            }
+            // Nix sorts by raw bytes; OsStr's Ord on Unix is byte order. Descending, for pop().
+            entries.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            self.put_str(b"type");
+            self.put_str(b"directory");
+            self.stack.push(DirFrame { entries });
+        } else if ft.is_symlink() {
+            let target = fs::read_link(&self.path).map_err(|e| NarError::io(&self.path, e))?;
+            self.put_str(b"type");
+            self.put_str(b"symlink");
+            self.put_str(b"target");
+            self.put_str(target.as_os_str().as_bytes());
+            self.close_node();
+        } else if ft.is_file() {
+            let meta = meta().map_err(|e| NarError::io(&self.path, e))?;
+            if !meta.is_file() {
+                return Err(NarError::UnsupportedFileType {
+                    path: self.path.clone(),
+                });
+            }
+            let size = meta.len();
+            self.put_str(b"type");
+            self.put_str(b"regular");
+            if meta.permissions().mode() & 0o100 != 0 {
+                self.put_str(b"executable");
+                self.put_str(b"");
+            }
+            self.put_str(b"contents");
+            self.put(&size.to_le_bytes());
+            if self.skip >= size {
+                // Empty, or wholly before the requested offset: no need to open it.
+                self.skip -= size;
+                self.finish_file(size);
+            } else {
+                let mut file = File::open(&self.path).map_err(|e| NarError::io(&self.path, e))?;
+                if self.skip > 0 {
+                    file.seek(SeekFrom::Start(self.skip))
+                        .map_err(|e| NarError::io(&self.path, e))?;
+                }
+                self.state = State::Contents {
+                    file,
+                    remaining: size - self.skip,
+                    size,
+                };
+                self.skip = 0;
+            }
+        } else {
+            return Err(NarError::UnsupportedFileType {
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn finish_file(&mut self, size: u64) {
+        self.put(&ZEROS[..wire::padding(size)]);
+        self.close_node();
+    }
+
+    /// Visit the next entry of the innermost directory, or close it.
+    fn walk_step(&mut self) -> Result<(), NarError> {
+        let Some(frame) = self.stack.last_mut() else {
+            self.state = State::Done;
+            return Ok(());
+        };
+        let Some((name, entry)) = frame.entries.pop() else {
+            self.stack.pop();
+            self.close_node();
+            return Ok(());
+        };
+        self.put_str(b"entry");
+        self.put_str(b"(");
+        self.put_str(b"name");
+        self.put_str(name.as_bytes());
+        self.put_str(b"node");
+        self.put_str(b"(");
+        self.path.push(&name);
+        let ft = entry.file_type().map_err(|e| NarError::io(&self.path, e))?;
+        self.enter_node(ft, || entry.metadata())
+    }
+
+    /// Read more of the current file into the chunk buffer.
+    fn contents_step(&mut self, mut file: File, remaining: u64, size: u64) -> Result<(), NarError> {
+        let room = self.chunk_size.saturating_sub(self.buf.len()).max(1) as u64;
+        let want = min(remaining, room);
+        // read_to_end reads into the spare capacity without zeroing it first; `take` keeps it within the
+        // capacity reserved for this chunk, so the buffer never reallocates.
+        let got = (&mut file)
+            .take(want)
+            .read_to_end(&mut self.buf)
+            .map_err(|e| NarError::io(&self.path, e))? as u64;
+        if got < want {
+            return Err(self.changed(size));
+        }
+        let remaining = remaining - got;
+        if remaining > 0 {
+            self.state = State::Contents {
+                file,
+                remaining,
+                size,
+            };
+            return Ok(());
+        }
+        // The header already promised `size` bytes: a file that grew must not be cut silently.
+        let mut probe = [0u8; 1];
+        let extra = loop {
+            match file.read(&mut probe) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r.map_err(|e| NarError::io(&self.path, e))?,
+            }
+        };
+        if extra != 0 {
+            return Err(self.changed(size));
+        }
+        self.state = State::Walk;
+        self.finish_file(size);
+        Ok(())
+    }
+
+    fn changed(&self, size: u64) -> NarError {
+        NarError::FileChanged {
+            path: self.path.clone(),
+            expected: size,
+        }
+    }
+
+    fn step(&mut self) -> Result<(), NarError> {
+        match std::mem::replace(&mut self.state, State::Walk) {
+            State::Start => {
+                self.put_str(MAGIC);
+                self.put_str(b"(");
+                let meta =
+                    fs::symlink_metadata(&self.path).map_err(|e| NarError::io(&self.path, e))?;
+                self.enter_node(meta.file_type(), || Ok(meta))
+            }
+            State::Walk => self.walk_step(),
+            State::Contents {
+                file,
+                remaining,
+                size,
+            } => self.contents_step(file, remaining, size),
+            s @ (State::Done | State::Failed) => {
+                self.state = s;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Iterator for NarEncoder {
+    type Item = Result<Bytes, NarError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.ensure_buffer();
+        loop {
+            match self.state {
+                State::Failed => return None,
+                State::Done => {
+                    if self.skip > 0 {
+                        self.state = State::Failed;
+                        return Some(Err(NarError::OffsetPastEnd {
+                            offset: self.offset,
+                            nar_size: self.offset - self.skip,
+                        }));
+                    }
+                    if self.buf.is_empty() {
+                        return None;
+                    }
+                    return Some(Ok(self.take_chunk()));
+                }
+                _ if self.buf.len() >= self.chunk_size => return Some(Ok(self.take_chunk())),
+                _ => {}
+            }
+            if let Err(e) = self.step() {
+                self.state = State::Failed;
+                self.buf = Vec::new();
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
+/// Encode the NAR of `path` as an async stream of chunks, byte-identical to `nix-store --dump`.
+///
+/// The filesystem work runs on tokio's blocking pool (so this must be polled inside a tokio runtime), one
+/// chunk ahead of the consumer; nothing starts before the first poll, and dropping the stream stops it.
+pub fn encode(path: PathBuf) -> NarStream {
+    encode_from_offset(path, 0)
+}
+
+/// Like [`encode`], but the stream starts at byte `offset` of the NAR (for HTTP range requests); see
+/// [`NarEncoder::from_offset`].
+pub fn encode_from_offset(path: PathBuf, offset: u64) -> NarStream {
+    NarStream {
+        idle: Some(NarEncoder::from_offset(path, offset)),
+        pending: None,
+    }
+}
+
+type Produced = (NarEncoder, Option<Result<Bytes, NarError>>);
+
+/// The async stream returned by [`encode`] and [`encode_from_offset`].
+pub struct NarStream {
+    idle: Option<NarEncoder>,
+    pending: Option<JoinHandle<Produced>>,
+}
+
+fn produce(mut encoder: NarEncoder) -> JoinHandle<Produced> {
+    tokio::task::spawn_blocking(move || {
+        let item = encoder.next();
+        (encoder, item)
+    })
+}
+
+impl Stream for NarStream {
+    type Item = Result<Bytes, NarError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.pending.is_none() {
+            match this.idle.take() {
+                Some(encoder) => this.pending = Some(produce(encoder)),
+                None => return Poll::Ready(None),
+            }
+        }
+        let Some(handle) = this.pending.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let result = match Pin::new(handle).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => r,
+        };
+        this.pending = None;
+        match result {
+            Err(e) => Poll::Ready(Some(Err(NarError::Task(e.to_string())))),
+            Ok((_, None)) => Poll::Ready(None),
+            Ok((_, Some(Err(e)))) => Poll::Ready(Some(Err(e))),
+            Ok((encoder, Some(Ok(chunk)))) => {
+                // Produce the next chunk while the consumer handles this one.
+                this.pending = Some(produce(encoder));
+                Poll::Ready(Some(Ok(chunk)))
+            }
+        }
+    }
+}
+
+/// Adapter that exposes a [`NarEncoder`] as a [`std::io::Read`].
+pub struct NarReader {
+    encoder: NarEncoder,
+    current: Bytes,
+}
+
+impl NarReader {
+    /// A reader over the NAR of `path`.
+    pub fn new(path: impl AsRef<Path>) -> NarReader {
+        NarReader {
+            encoder: NarEncoder::new(path.as_ref()),
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl Read for NarReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.encoder.next() {
+                None => return Ok(0),
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(io::Error::other(e)),
+            }
+        }
+        let n = min(out.len(), self.current.len());
+        out[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nar_of(path: &Path, chunk: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in NarEncoder::with_chunk_size(path.to_owned(), 0, chunk) {
+            out.extend_from_slice(&c.unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn small_file_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        fs::write(&f, b"hello").unwrap();
+        let nar = nar_of(&f, CHUNK_SIZE);
+        let mut expected = Vec::new();
+        for s in [
+            &b"nix-archive-1"[..],
+            b"(",
+            b"type",
+            b"regular",
+            b"contents",
+            b"hello",
+            b")",
+        ] {
+            wire::put_str(&mut expected, s);
+        }
+        assert_eq!(nar, expected);
+    }
+
+    #[test]
+    fn chunk_size_does_not_change_output() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        fs::write(dir.path().join("d/x"), vec![7u8; 1000]).unwrap();
+        fs::write(dir.path().join("b"), b"").unwrap();
+        std::os::unix::fs::symlink("d/x", dir.path().join("l")).unwrap();
+        let reference = nar_of(dir.path(), CHUNK_SIZE);
+        for chunk in [1, 7, 8, 100, 999] {
+            assert_eq!(nar_of(dir.path(), chunk), reference, "chunk {chunk}");
+        }
+        for offset in 0..=reference.len() as u64 {
+            let mut out = Vec::new();
+            for c in NarEncoder::with_chunk_size(dir.path().to_owned(), offset, 64) {
+                out.extend_from_slice(&c.unwrap());
+            }
+            assert_eq!(out, &reference[offset as usize..], "offset {offset}");
+        }
+        let past = NarEncoder::from_offset(dir.path(), reference.len() as u64 + 1)
+            .collect::<Result<Vec<_>, _>>();
+        assert!(matches!(past, Err(NarError::OffsetPastEnd { .. })));
+    }
+
+    #[test]
+    fn missing_path_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut enc = NarEncoder::new(dir.path().join("nope"));
+        assert!(matches!(enc.next(), Some(Err(NarError::Io { .. }))));
+        assert!(enc.next().is_none());
+    }
+}
