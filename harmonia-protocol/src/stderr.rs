@@ -375,3 +375,23 @@ impl NixDeserialize for StderrMsg {
         })
     }
 }
+
+/// Shorthands for the server side of an operation.
+impl Encoder {
+    /// A log line (STDERR_NEXT); Nix's loggers end each line with a newline.
+    pub fn write_log(&mut self, line: &str) {
+        self.write(&StderrMsg::Next(format!("{line}\n")));
+    }
+
+    /// STDERR_LAST then the reply: the operation succeeded.
+    pub fn write_reply<T: NixSerialize + ?Sized>(&mut self, reply: &T) {
+        self.write_u64(STDERR_LAST);
+        self.write(reply);
+    }
+
+    /// STDERR_ERROR with `err` in the version's form: the operation failed.
+    pub fn write_error(&mut self, err: &NixError) {
+        self.write_u64(STDERR_ERROR);
+        self.write(err);
+    }
+}
