@@ -1,1 +1,272 @@
 //! The narinfo format of Nix binary caches: parse, render, fingerprint, sign and verify.
+//!
+//! A narinfo (`<hash>.narinfo` in a binary cache) is a list of `Key: value` lines describing one store
+//! path and where its NAR lives. The grammar and field order follow Nix's `libstore/nar-info.cc`
+//! (`NarInfo::NarInfo` and `NarInfo::to_string`); the signed fingerprint follows
+//! `ValidPathInfo::fingerprint` in `libstore/path-info.cc`.
+
+#![deny(unsafe_code)]
+
+use std::fmt::Write as _;
+
+use harmonia_store_path::{ContentAddress, StoreDir, StorePath};
+use harmonia_utils_hash::{Hash, NarHash};
+use harmonia_utils_signature::{PublicKey, SecretKey, Signature};
+
+mod error;
+mod parse;
+
+pub use error::{Field, NarInfoError};
+
+/// Largest narinfo text [`NarInfo::parse`] accepts (Nix's own are a few hundred bytes; one with
+/// thousands of references stays well below this).
+pub const MAX_NARINFO_LEN: usize = 4 * 1024 * 1024;
+
+/// The value `Deriver:` takes in some narinfo files when the deriver is not known.
+pub const UNKNOWN_DERIVER: &str = "unknown-deriver";
+
+/// The contents of a `.narinfo` file: a store path's metadata and where its (compressed) NAR lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NarInfo {
+    /// The store path described (`StorePath:`, written as a full path).
+    pub store_path: StorePath,
+    /// Where the NAR is, relative to the cache root (`URL:`), e.g. `nar/<filehash>.nar.xz`.
+    pub url: String,
+    /// How the NAR at `url` is compressed (`Compression:`): `none`, `xz`, `bzip2`, `zstd`, ...
+    /// Nix reads a missing field as `bzip2`.
+    pub compression: String,
+    /// Hash of the file at `url` (`FileHash:`), if known.
+    pub file_hash: Option<Hash>,
+    /// Size in bytes of the file at `url` (`FileSize:`), if known.
+    pub file_size: Option<u64>,
+    /// sha256 of the uncompressed NAR (`NarHash:`).
+    pub nar_hash: NarHash,
+    /// Size in bytes of the uncompressed NAR (`NarSize:`); never 0 in a parsed narinfo.
+    pub nar_size: u64,
+    /// Store paths this path refers to (`References:`, base names separated by spaces).
+    /// Parsing yields them sorted and without duplicates, as Nix keeps them.
+    pub references: Vec<StorePath>,
+    /// The derivation that built this path (`Deriver:`, a base name), if known.
+    pub deriver: Option<StorePath>,
+    /// The system the path was built for (`System:`), if given.
+    pub system: Option<String>,
+    /// Signatures over the [fingerprint](NarInfo::fingerprint), one `Sig:` line each.
+    pub signatures: Vec<Signature>,
+    /// The content address of the path (`CA:`), for content-addressed paths.
+    pub ca: Option<ContentAddress>,
+}
+
+impl NarInfo {
+    /// Parses narinfo text written by Nix or another binary cache.
+    ///
+    /// Follows Nix's rules: `StorePath`, `URL`, `NarHash` and a non-zero `NarSize` are required, a
+    /// missing `Compression` means `bzip2`, `Deriver: unknown-deriver` means no deriver, an empty `CA`
+    /// or `System` means none, unknown keys are ignored. Stricter than Nix: a known key other than
+    /// `Sig` may appear only once and every value must be valid, so a bad line is reported with its
+    /// number instead of being misread. Blank lines and a missing final newline are accepted.
+    pub fn parse(store_dir: &StoreDir, text: &str) -> Result<NarInfo, NarInfoError> {
+        parse::parse(store_dir, text)
+    }
+
+    /// Renders the narinfo text exactly as Nix's `NarInfo::to_string` lays it out.
+    ///
+    /// Field order: StorePath, URL, Compression, FileHash, FileSize, NarHash, NarSize, References
+    /// (always present, possibly empty), Deriver, System, Sig (one line each), CA. Optional fields
+    /// are left out when absent. References are written sorted, as Nix does.
+    pub fn render(&self, store_dir: &StoreDir) -> String {
+        let mut out = String::with_capacity(self.rendered_len_hint(store_dir));
+        self.render_into(store_dir, &mut out);
+        out
+    }
+
+    /// Appends the rendered narinfo (see [`NarInfo::render`]) to `out`.
+    pub fn render_into(&self, store_dir: &StoreDir, out: &mut String) {
+        // `fmt::Write` for `String` never fails, so the results of `write!` are ignored.
+        out.push_str("StorePath: ");
+        push_full_path(out, store_dir, &self.store_path);
+        out.push_str("\nURL: ");
+        out.push_str(&self.url);
+        out.push_str("\nCompression: ");
+        out.push_str(&self.compression);
+        out.push('\n');
+        if let Some(h) = &self.file_hash {
+            out.push_str("FileHash: ");
+            push_typed_nix32(out, h);
+            out.push('\n');
+        }
+        if let Some(size) = self.file_size {
+            let _ = writeln!(out, "FileSize: {size}");
+        }
+        out.push_str("NarHash: ");
+        push_typed_nix32(out, self.nar_hash.hash());
+        let _ = write!(out, "\nNarSize: {}\nReferences:", self.nar_size);
+        // Nix writes "References: " followed by the space-joined list, even when it is empty.
+        out.push(' ');
+        for_each_canonical_ref(&self.references, |i, r| {
+            if i > 0 {
+                out.push(' ');
+            }
+            let _ = write!(out, "{r}");
+        });
+        out.push('\n');
+        if let Some(d) = &self.deriver {
+            let _ = writeln!(out, "Deriver: {d}");
+        }
+        if let Some(system) = &self.system {
+            out.push_str("System: ");
+            out.push_str(system);
+            out.push('\n');
+        }
+        for sig in &self.signatures {
+            out.push_str("Sig: ");
+            sig.write_to(out);
+            out.push('\n');
+        }
+        if let Some(ca) = &self.ca {
+            let _ = writeln!(out, "CA: {ca}");
+        }
+    }
+
+    /// An upper estimate of the rendered length, to size the output buffer once.
+    fn rendered_len_hint(&self, store_dir: &StoreDir) -> usize {
+        // Base names are at most 32 + 1 + 211 bytes; 80 covers typical names without overshooting much.
+        const PATH_GUESS: usize = 80;
+        const LINES: usize = 160; // field names, hashes, sizes and newlines
+        LINES
+            + store_dir.as_str().len()
+            + PATH_GUESS * (2 + self.references.len())
+            + self.url.len()
+            + self.compression.len()
+            + self.system.as_ref().map_or(0, String::len)
+            + self
+                .signatures
+                .iter()
+                .map(|s| 6 + s.text_len())
+                .sum::<usize>()
+            + if self.ca.is_some() { 130 } else { 0 }
+    }
+
+    /// The string Nix signs for this path: `1;<path>;<narhash>;<narsize>;<refs>` (see [`fingerprint`]).
+    pub fn fingerprint(&self, store_dir: &StoreDir) -> String {
+        fingerprint(
+            store_dir,
+            &self.store_path,
+            &self.nar_hash,
+            self.nar_size,
+            &self.references,
+        )
+    }
+
+    /// Signs the fingerprint with `key` and adds the signature.
+    ///
+    /// A signature already present under the same key name is replaced: Nix looks trusted keys up by
+    /// name, so two signatures with one name can never both count. See [`NarInfo::sign_all`].
+    pub fn sign(&mut self, store_dir: &StoreDir, key: &SecretKey) {
+        self.sign_all(store_dir, std::slice::from_ref(key));
+    }
+
+    /// Signs the fingerprint (computed once) with each key and adds the signatures, one per key name.
+    pub fn sign_all(&mut self, store_dir: &StoreDir, keys: &[SecretKey]) {
+        if keys.is_empty() {
+            return;
+        }
+        let fp = self.fingerprint(store_dir);
+        for key in keys {
+            self.add_signature(key.sign(fp.as_bytes()));
+        }
+    }
+
+    /// Adds `sig`, replacing any signature with the same key name, keeping the list ordered by key
+    /// name (Nix keeps signatures in a sorted set).
+    pub fn add_signature(&mut self, sig: Signature) {
+        if let Some(existing) = self
+            .signatures
+            .iter_mut()
+            .find(|s| s.key_name() == sig.key_name())
+        {
+            *existing = sig;
+            return;
+        }
+        let pos = self
+            .signatures
+            .iter()
+            .position(|s| s.key_name() > sig.key_name())
+            .unwrap_or(self.signatures.len());
+        self.signatures.insert(pos, sig);
+    }
+
+    /// True if at least one signature is valid under one of `keys` (matched by key name, as Nix does).
+    pub fn verify(&self, store_dir: &StoreDir, keys: &[PublicKey]) -> bool {
+        self.valid_signatures(store_dir, keys).next().is_some()
+    }
+
+    /// The signatures that are valid under one of `keys`.
+    pub fn valid_signatures<'a>(
+        &'a self,
+        store_dir: &StoreDir,
+        keys: &'a [PublicKey],
+    ) -> impl Iterator<Item = &'a Signature> + 'a {
+        let fp = if self.signatures.is_empty() || keys.is_empty() {
+            String::new()
+        } else {
+            self.fingerprint(store_dir)
+        };
+        self.signatures.iter().filter(move |sig| {
+            keys.iter()
+                .any(|k| k.name() == sig.key_name() && k.verify(fp.as_bytes(), sig))
+        })
+    }
+}
+
+/// The string Nix signs for a store path (`ValidPathInfo::fingerprint`):
+/// `1;<full store path>;sha256:<nix32 nar hash>;<nar size>;<full reference paths, comma-separated>`.
+///
+/// References are taken sorted and without duplicates whatever the order of `refs`, because Nix
+/// computes the fingerprint from its sorted set. (Nix refuses to fingerprint a path whose NAR size is
+/// 0; a parsed [`NarInfo`] never has one.)
+pub fn fingerprint(
+    store_dir: &StoreDir,
+    path: &StorePath,
+    nar_hash: &NarHash,
+    nar_size: u64,
+    refs: &[StorePath],
+) -> String {
+    let dir = store_dir.as_str();
+    let mut out = String::with_capacity(80 + (dir.len() + 81) * (1 + refs.len()));
+    out.push_str("1;");
+    push_full_path(&mut out, store_dir, path);
+    out.push(';');
+    push_typed_nix32(&mut out, nar_hash.hash());
+    let _ = write!(out, ";{nar_size};");
+    for_each_canonical_ref(refs, |i, r| {
+        if i > 0 {
+            out.push(',');
+        }
+        push_full_path(&mut out, store_dir, r);
+    });
+    out
+}
+
+fn push_full_path(out: &mut String, store_dir: &StoreDir, path: &StorePath) {
+    out.push_str(store_dir.as_str());
+    out.push('/');
+    let _ = write!(out, "{path}");
+}
+
+fn push_typed_nix32(out: &mut String, hash: &Hash) {
+    let _ = write!(out, "{}:", hash.algorithm());
+    out.push_str(&harmonia_utils_hash::nix_base32::encode(hash.digest()));
+}
+
+/// Calls `f(index, path)` for each reference in Nix's order (sorted, no duplicates), without
+/// allocating when `refs` already is in that order (always the case for parsed narinfo).
+fn for_each_canonical_ref(refs: &[StorePath], mut f: impl FnMut(usize, &StorePath)) {
+    if refs.windows(2).all(|w| w[0] < w[1]) {
+        refs.iter().enumerate().for_each(|(i, r)| f(i, r));
+    } else {
+        let mut sorted: Vec<&StorePath> = refs.iter().collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        sorted.into_iter().enumerate().for_each(|(i, r)| f(i, r));
+    }
+}

@@ -57,7 +57,7 @@ impl fmt::Display for Kind {
 }
 
 /// Why a key or signature could not be parsed or used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SignatureError {
     /// The text has no `:` separating the key name from the base64 data.
     #[error("{kind} is not of the form 'name:base64' (no ':' found)")]

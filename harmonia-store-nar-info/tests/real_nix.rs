@@ -1,0 +1,256 @@
+//! narinfo against real Nix: files written by `nix copy --to file://` parse and render back
+//! byte-identically, our signatures equal Nix's, and Nix accepts what we sign (and refuses others).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use harmonia_store_nar_info::NarInfo;
+use harmonia_store_path::{ContentAddress, StoreDir, StorePath};
+use harmonia_test_support::{FixtureStore, base_name, generate_signing_key, standard_fixture};
+use harmonia_utils_hash::{Algorithm, Hash, NarHash};
+use harmonia_utils_signature::{PublicKey, SecretKey};
+
+/// Every `*.narinfo` in a binary cache directory, with its text.
+fn narinfos(cache: &Path) -> Vec<(PathBuf, String)> {
+    let mut out: Vec<(PathBuf, String)> = fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "narinfo"))
+        .map(|p| {
+            let text = fs::read_to_string(&p).unwrap();
+            (p, text)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn secret_key(path: &Path) -> SecretKey {
+    SecretKey::parse(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn nix_written_narinfo_parses_and_renders_back_identically() {
+    let fx = standard_fixture();
+    let store_dir = StoreDir::default();
+    let keys = tempfile::tempdir().unwrap();
+    let (secret_path, public_text) = generate_signing_key(keys.path(), "nix-signer-1");
+    let public = PublicKey::parse(&public_text).unwrap();
+    let secret = secret_key(&secret_path);
+    let all: Vec<&str> = fx.paths.all.iter().map(String::as_str).collect();
+    let infos = fx.store.path_info(&all);
+
+    for compression in ["none", "xz"] {
+        let cache = tempfile::tempdir().unwrap();
+        let params = format!(
+            "compression={compression}&secret-key={}",
+            secret_path.display()
+        );
+        fx.store
+            .copy_to_binary_cache_with(&all, cache.path(), &params);
+        let files = narinfos(cache.path());
+        assert_eq!(files.len(), all.len(), "one narinfo per fixture path");
+        // The fixture exercises every optional field Nix 2.8 writes.
+        let has = |needle: &str| files.iter().filter(|(_, t)| t.contains(needle)).count();
+        assert!(
+            has("\nCA: fixed:r:sha256:") >= 4,
+            "nix-store --add paths have a CA"
+        );
+        assert!(has("\nCA: text:sha256:") >= 2, "derivations have a CA");
+        assert!(has("\nDeriver: ") >= 2, "built paths have a deriver");
+        assert!(has("\nReferences: \n") >= 1 && has("\nReferences: \n") < files.len());
+
+        for (file, text) in &files {
+            let ni = NarInfo::parse(&store_dir, text)
+                .unwrap_or_else(|e| panic!("{}: {e}\n{text}", file.display()));
+            // Byte-identical rendering: Nix's own output is canonical.
+            assert_eq!(ni.render(&store_dir), *text, "{}", file.display());
+
+            // Fields agree with `nix path-info --json`.
+            let full = store_dir.display(&ni.store_path);
+            let info = infos
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["path"] == full.as_str())
+                .unwrap_or_else(|| panic!("{full} not in path-info"));
+            assert_eq!(
+                ni.nar_hash,
+                NarHash::from_str(info["narHash"].as_str().unwrap()).unwrap()
+            );
+            assert_eq!(ni.nar_size, info["narSize"].as_u64().unwrap());
+            let mut refs: Vec<StorePath> = info["references"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| store_dir.parse_path(r.as_str().unwrap()).unwrap())
+                .collect();
+            refs.sort();
+            assert_eq!(ni.references, refs, "{full}");
+            match info.get("deriver").and_then(|d| d.as_str()) {
+                Some(d) => assert_eq!(ni.deriver.as_ref().unwrap().to_string(), base_name(d)),
+                None => assert_eq!(ni.deriver, None),
+            }
+            match info.get("ca").and_then(|c| c.as_str()) {
+                Some(ca) => assert_eq!(ni.ca, Some(ContentAddress::from_str(ca).unwrap())),
+                None => assert_eq!(ni.ca, None),
+            }
+            assert_eq!(ni.compression, compression);
+
+            // FileHash/FileSize describe the file at URL.
+            let nar_file = fs::read(cache.path().join(&ni.url)).unwrap();
+            assert_eq!(ni.file_size, Some(nar_file.len() as u64));
+            assert_eq!(
+                ni.file_hash,
+                Some(Hash::digest_of(Algorithm::Sha256, &nar_file))
+            );
+
+            // Nix's signature verifies with its public key, and ours (ed25519 is deterministic, so
+            // an equal fingerprint gives an equal signature) is byte-identical to it.
+            assert_eq!(ni.signatures.len(), 1);
+            assert!(ni.verify(&store_dir, std::slice::from_ref(&public)));
+            let mut ours = ni.clone();
+            ours.signatures.clear();
+            ours.sign(&store_dir, &secret);
+            assert_eq!(ours.signatures, ni.signatures, "{full}");
+            assert_eq!(ours.render(&store_dir), *text);
+        }
+    }
+}
+
+/// Copies a `nix copy --to file://` cache, replacing every narinfo's signatures by one from `key`.
+fn resign_cache(src: &Path, dst: &Path, key: &SecretKey) {
+    let store_dir = StoreDir::default();
+    fs::create_dir_all(dst.join("nar")).unwrap();
+    fs::copy(src.join("nix-cache-info"), dst.join("nix-cache-info")).unwrap();
+    for entry in fs::read_dir(src.join("nar")).unwrap() {
+        let p = entry.unwrap().path();
+        fs::copy(&p, dst.join("nar").join(p.file_name().unwrap())).unwrap();
+    }
+    for (file, text) in narinfos(src) {
+        let mut ni = NarInfo::parse(&store_dir, &text).unwrap();
+        ni.signatures.clear();
+        ni.sign(&store_dir, key);
+        fs::write(dst.join(file.file_name().unwrap()), ni.render(&store_dir)).unwrap();
+    }
+}
+
+/// `nix copy --from file://CACHE --to <fresh store> PATHS` in a store that trusts only `trusted`.
+fn nix_copy_from(
+    cache: &Path,
+    trusted: &str,
+    paths: &[&str],
+) -> (FixtureStore, std::process::Output) {
+    let target = FixtureStore::with_config(&format!(
+        "require-sigs = true\ntrusted-public-keys = {trusted}"
+    ));
+    let out = target
+        .nix("nix")
+        .args(["copy", "--from"])
+        .arg(format!("file://{}", cache.display()))
+        .arg("--to")
+        .arg(target.root())
+        .args(paths)
+        .output()
+        .unwrap();
+    (target, out)
+}
+
+#[test]
+fn nix_accepts_narinfo_signed_by_us_and_refuses_another_key() {
+    let fx = standard_fixture();
+    let keys = tempfile::tempdir().unwrap();
+    let (secret_a, public_a) = generate_signing_key(keys.path(), "harmonia-test-a");
+    let (secret_b, _public_b) = generate_signing_key(keys.path(), "harmonia-test-b");
+    let key_a = secret_key(&secret_a);
+    let key_b = secret_key(&secret_b);
+    assert_eq!(key_a.to_public_key().to_string(), public_a);
+
+    let plain = tempfile::tempdir().unwrap();
+    let outputs: Vec<&str> = [
+        &fx.paths.text_file,
+        &fx.paths.executable,
+        &fx.paths.tree,
+        &fx.paths.big_file,
+        &fx.paths.top,
+    ]
+    .into_iter()
+    .map(String::as_str)
+    .collect();
+    fx.store.copy_to_binary_cache(&outputs, plain.path());
+    let signed_a = tempfile::tempdir().unwrap();
+    resign_cache(plain.path(), signed_a.path(), &key_a);
+    let signed_b = tempfile::tempdir().unwrap();
+    resign_cache(plain.path(), signed_b.path(), &key_b);
+
+    // Trusted key: everything (including `top` and `dep`, which are input-addressed and so need a
+    // signature) is accepted.
+    let (target, ok) = nix_copy_from(signed_a.path(), &public_a, &outputs);
+    assert!(
+        ok.status.success(),
+        "nix refused our signatures: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // The copied paths carry our signature.
+    let store_dir = StoreDir::default();
+    let infos = target.path_info(&[&fx.paths.top, &fx.paths.dep]);
+    for info in infos.as_array().unwrap() {
+        let mut ni = NarInfo::parse(
+            &store_dir,
+            &fs::read_to_string(signed_a.path().join(format!(
+                "{}.narinfo",
+                harmonia_test_support::hash_part(info["path"].as_str().unwrap())
+            )))
+            .unwrap(),
+        )
+        .unwrap();
+        let sigs: Vec<&str> = info["signatures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        assert_eq!(sigs, [ni.signatures[0].to_string()]);
+        ni.signatures.clear();
+        ni.sign(&store_dir, &key_a);
+        assert_eq!(sigs, [ni.signatures[0].to_string()]);
+    }
+
+    // Another key: Nix refuses the input-addressed path. (Content-addressed paths from
+    // `nix-store --add` need no signature in Nix, so only `top` is a meaningful check.)
+    let (_target, refused) = nix_copy_from(signed_b.path(), &public_a, &[&fx.paths.top]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "nix accepted a foreign signature"
+    );
+    assert!(
+        stderr.contains("lacks a valid signature"),
+        "unexpected error: {stderr}"
+    );
+
+    // `nix store verify` on the cache itself agrees.
+    let verify = |cache: &Path| {
+        fx.store
+            .nix("nix")
+            .args(["store", "verify", "--no-contents", "--sigs-needed", "1"])
+            .arg("--store")
+            .arg(format!("file://{}", cache.display()))
+            .args(["--trusted-public-keys", &public_a])
+            .args([&fx.paths.top, &fx.paths.dep])
+            .output()
+            .unwrap()
+    };
+    let good = verify(signed_a.path());
+    assert!(
+        good.status.success(),
+        "nix store verify failed on our signatures: {}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let bad = verify(signed_b.path());
+    assert!(
+        !bad.status.success(),
+        "nix store verify accepted a foreign signature"
+    );
+}
