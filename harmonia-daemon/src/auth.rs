@@ -49,7 +49,7 @@ pub fn matches(peer: &Peer, entries: &[String]) -> bool {
             return true;
         }
         match Group::from_name(group) {
-            Ok(Some(g)) => g.mem.iter().any(|m| *m == peer.user),
+            Ok(Some(g)) => g.mem.contains(&peer.user),
             _ => false,
         }
     })

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use tokio::io::AsyncWriteExt;
 
 /// Command line: everything else lives in the config file.
 #[derive(Debug, Parser)]
@@ -20,6 +21,10 @@ struct Args {
     /// environment variable is given.
     #[arg(long, env = "HARMONIA_DAEMON_CONFIG")]
     config: Option<PathBuf>,
+    /// Relay one worker-protocol session between stdin/stdout and the running daemon's socket (like
+    /// `nix-daemon --stdio`), for clients that reach the daemon through a pipe, such as `ssh-ng://`.
+    #[arg(long)]
+    stdio: bool,
 }
 
 fn main() -> Result<()> {
@@ -39,10 +44,38 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
+    if args.stdio {
+        return runtime.block_on(relay_stdio(config.socket_path));
+    }
     runtime.block_on(async move {
         let store = store::LocalStore::open(&config).await?;
         let listener = server::bind_socket(&config.socket_path)?;
         let daemon = Arc::new(server::Daemon { config, store });
         server::serve(daemon, listener).await
     })
+}
+
+/// Copies stdin to the daemon's socket and the socket to stdout until both directions are done.
+async fn relay_stdio(socket: PathBuf) -> Result<()> {
+    let stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .with_context(|| format!("cannot connect to harmonia-daemon at {}", socket.display()))?;
+    let (mut from_daemon, mut to_daemon) = stream.into_split();
+    let upstream = async {
+        tokio::io::copy(&mut tokio::io::stdin(), &mut to_daemon).await?;
+        to_daemon.shutdown().await
+    };
+    let downstream = async {
+        let mut stdout = tokio::io::stdout();
+        tokio::io::copy(&mut from_daemon, &mut stdout).await?;
+        stdout.flush().await
+    };
+    // The session is over when the daemon hangs up; the client's stdin may stay open until then.
+    tokio::select! {
+        r = downstream => r.context("relaying the daemon's output")?,
+        r = async { upstream.await?; std::future::pending::<std::io::Result<()>>().await } => {
+            r.context("relaying the client's input")?
+        }
+    }
+    Ok(())
 }

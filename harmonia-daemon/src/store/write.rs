@@ -1,0 +1,521 @@
+//! Adding paths: restore into a temporary directory inside the store while hashing, check against the claim,
+//! rename into place under the path's lock, register in one transaction. On any failure (or cancellation) the
+//! temporary directory goes away and no row is written.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use harmonia_store_db::ValidPathInfo;
+use harmonia_store_path::{ContentAddress, StorePath};
+use harmonia_utils_hash::{Algorithm, Hash, Hasher, NarHash};
+use harmonia_utils_signature::Signature;
+use tokio::io::{AsyncRead, ReadBuf};
+
+use super::{LocalStore, StoreError, fsutil};
+
+/// Options of an add, as the client sends them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AddOptions {
+    /// Replace the path even if it is already valid.
+    pub repair: bool,
+    /// Require a trusted signature or a content address (forced on for untrusted users).
+    pub check_sigs: bool,
+}
+
+/// How a content-addressed path's hash is computed (Nix's `ContentAddressMethod`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaMethod {
+    /// `text:` — a single file hashed flat with sha256, references allowed.
+    Text,
+    /// `fixed:` — a single file hashed flat.
+    Flat,
+    /// `fixed:r:` — the NAR serialisation is hashed.
+    Recursive,
+}
+
+/// How the bytes of a content-addressed add arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaSource {
+    /// A NAR (always for `Recursive`; for `Flat` in the pre-1.25 protocol, a NAR of one regular file).
+    Nar,
+    /// The plain contents of the single file (`Flat` and `Text` from protocol 1.25 on).
+    Contents,
+}
+
+/// A temporary directory inside the store; removed when done, and by `Drop` if the add is cancelled.
+struct TempDir {
+    path: Option<PathBuf>,
+}
+
+impl TempDir {
+    async fn new(real_dir: &Path) -> Result<TempDir, StoreError> {
+        let rd = real_dir.to_path_buf();
+        let path = tokio::task::spawn_blocking(move || fsutil::make_temp_dir(&rd))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(StoreError::io(
+                "cannot create a temporary directory in the store",
+            ))?;
+        Ok(TempDir { path: Some(path) })
+    }
+
+    fn out(&self) -> PathBuf {
+        self.path
+            .as_deref()
+            .unwrap_or(Path::new("/nonexistent"))
+            .join("out")
+    }
+
+    async fn remove(mut self) {
+        if let Some(p) = self.path.take() {
+            let r = tokio::task::spawn_blocking(move || fsutil::remove_tree(&p)).await;
+            if let Ok(Err(e)) = r {
+                tracing::warn!("cannot remove temporary directory: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            // Only reached when the add was cancelled mid-way (client gone, shutdown); start-up cleanup is the
+            // backstop if even this does not run.
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    h.spawn_blocking(move || fsutil::remove_tree(&p));
+                }
+                Err(_) => {
+                    let _ = fsutil::remove_tree(&p);
+                }
+            }
+        }
+    }
+}
+
+/// Passes bytes through while hashing them (NAR sha256 and optionally a second algorithm) and refusing to read
+/// past a size limit.
+struct Tee<R> {
+    inner: R,
+    nar: Hasher,
+    extra: Option<Hasher>,
+    limit: Option<u64>,
+}
+
+impl<R> Tee<R> {
+    fn new(inner: R, extra: Option<Algorithm>, limit: Option<u64>) -> Self {
+        Tee {
+            inner,
+            nar: Hasher::new(Algorithm::Sha256),
+            extra: extra.map(Hasher::new),
+            limit,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Tee<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                this.nar.update(new);
+                if let Some(h) = &mut this.extra {
+                    h.update(new);
+                }
+                if this.limit.is_some_and(|l| this.nar.bytes_hashed() > l) {
+                    return Poll::Ready(Err(std::io::Error::other(
+                        "the NAR is larger than the size the client claimed",
+                    )));
+                }
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+/// TEMPORARY until harmonia-file-nar has `restore`.
+async fn restore_nar<R: AsyncRead + Unpin>(_r: R, _dest: &Path) -> Result<(), StoreError> {
+    Err(StoreError::Invalid("restore not available yet".into()))
+}
+
+/// Computes the store path a content address gives, or `None` when it cannot (self-references in a
+/// content-addressed path need hash rewriting, which we do not do).
+fn path_for_ca(
+    store: &LocalStore,
+    ca: &ContentAddress,
+    name: &str,
+    path: Option<&StorePath>,
+    refs: &[StorePath],
+) -> Option<StorePath> {
+    let self_ref = path.is_some_and(|p| refs.contains(p));
+    let others: Vec<StorePath> = refs.iter().filter(|r| Some(*r) != path).cloned().collect();
+    let sd = store.store_dir();
+    match ca {
+        ContentAddress::Text(h) if !self_ref => sd.make_text_path(h, &others, name).ok(),
+        ContentAddress::Text(_) => None,
+        _ if self_ref => None,
+        _ => sd.make_fixed_output_path(ca, &others, false, name).ok(),
+    }
+}
+
+async fn hash_file(path: PathBuf, algo: Algorithm) -> Result<Hash, StoreError> {
+    tokio::task::spawn_blocking(move || {
+        let mut f = std::fs::File::open(&path)
+            .map_err(StoreError::io("cannot read the added file back"))?;
+        let meta = f
+            .metadata()
+            .map_err(StoreError::io("cannot read the added file back"))?;
+        if !meta.is_file() {
+            return Err(StoreError::Invalid(
+                "flat content addressing needs a single regular file".into(),
+            ));
+        }
+        let mut h = Hasher::new(algo);
+        std::io::copy(&mut f, &mut h).map_err(StoreError::io("cannot read the added file back"))?;
+        Ok(h.finish())
+    })
+    .await
+    .map_err(|e| StoreError::Internal(e.to_string()))?
+}
+
+async fn nar_hash_of(path: PathBuf) -> Result<(NarHash, u64), StoreError> {
+    tokio::task::spawn_blocking(move || super::maint::nar_hash_blocking(&path))
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+}
+
+impl LocalStore {
+    /// Whether `info` may be added by an untrusted user: it is content-addressed (its path follows from its
+    /// content address) or carries a valid signature by a trusted key (Nix's `checkSignatures`).
+    fn is_trusted_info(&self, info: &ValidPathInfo) -> bool {
+        if let Some(ca) = info
+            .ca
+            .as_deref()
+            .and_then(|s| s.parse::<ContentAddress>().ok())
+        {
+            let name = info.path.name().to_string();
+            if path_for_ca(self, &ca, &name, Some(&info.path), &info.references).as_ref()
+                == Some(&info.path)
+            {
+                return true;
+            }
+        }
+        let fp = harmonia_store_nar_info::fingerprint(
+            self.store_dir(),
+            &info.path,
+            &info.nar_hash,
+            info.nar_size,
+            &info.references,
+        );
+        info.signatures.iter().any(|s| {
+            Signature::parse(s).is_ok_and(|sig| {
+                self.trusted_keys()
+                    .iter()
+                    .any(|k| k.name() == sig.key_name() && k.verify(fp.as_bytes(), &sig))
+            })
+        })
+    }
+
+    /// Adds a path whose metadata the client states (AddToStoreNar, AddMultipleToStore). The whole NAR is
+    /// always consumed from `nar` unless an error is returned before its end.
+    pub async fn add_nar<R: AsyncRead + Unpin + Send>(
+        &self,
+        mut info: ValidPathInfo,
+        nar: R,
+        opts: AddOptions,
+    ) -> Result<(), StoreError> {
+        let ca = match info.ca.as_deref() {
+            Some(s) => Some(
+                s.parse::<ContentAddress>()
+                    .map_err(|e| StoreError::Invalid(format!("bad content address {s:?}: {e}")))?,
+            ),
+            None => None,
+        };
+        let extra = match &ca {
+            Some(ContentAddress::Recursive(h)) if h.algorithm() != Algorithm::Sha256 => {
+                Some(h.algorithm())
+            }
+            _ => None,
+        };
+        let tmp = TempDir::new(&self.inner.real_dir).await?;
+        let result = async {
+            let mut tee = Tee::new(nar, extra, Some(info.nar_size));
+            restore_nar(&mut tee, &tmp.out()).await?;
+            let got_size = tee.nar.bytes_hashed();
+            let got = NarHash::try_from(tee.nar.finish())
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            let path_str = self.store_dir().display(&info.path);
+            if got_size != info.nar_size {
+                return Err(StoreError::Mismatch(format!(
+                    "size mismatch importing path '{path_str}': the client claimed {} bytes, the NAR has {got_size}",
+                    info.nar_size
+                )));
+            }
+            if got != info.nar_hash {
+                return Err(StoreError::Mismatch(format!(
+                    "hash mismatch importing path '{path_str}': the client claimed {}, the NAR hashes to {}",
+                    info.nar_hash, got
+                )));
+            }
+            if let Some(ca) = &ca {
+                let actual = match ca {
+                    ContentAddress::Recursive(_) => match tee.extra.take() {
+                        Some(h) => h.finish(),
+                        None => *got.hash(),
+                    },
+                    ContentAddress::Flat(h) => hash_file(tmp.out(), h.algorithm()).await?,
+                    ContentAddress::Text(_) => hash_file(tmp.out(), Algorithm::Sha256).await?,
+                };
+                if &actual != ca.hash() {
+                    return Err(StoreError::Mismatch(format!(
+                        "content address mismatch importing path '{path_str}': claimed {ca}, the content has {actual}"
+                    )));
+                }
+                let name = info.path.name().to_string();
+                if path_for_ca(self, ca, &name, Some(&info.path), &info.references).as_ref()
+                    != Some(&info.path)
+                {
+                    return Err(StoreError::Mismatch(format!(
+                        "path '{path_str}' does not follow from its content address {ca}"
+                    )));
+                }
+            }
+            if opts.check_sigs && !self.is_trusted_info(&info) {
+                return Err(StoreError::Forbidden(format!(
+                    "cannot add path '{path_str}' because it lacks a signature by a trusted key"
+                )));
+            }
+            info.references.sort();
+            self.install(&tmp, info, opts.repair).await
+        }
+        .await;
+        tmp.remove().await;
+        result
+    }
+
+    /// Adds a content-addressed path whose store path we compute (AddToStore); returns its metadata.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn add_ca<R: AsyncRead + Unpin + Send>(
+        &self,
+        name: &str,
+        method: CaMethod,
+        algo: Algorithm,
+        mut references: Vec<StorePath>,
+        source: CaSource,
+        reader: R,
+        repair: bool,
+    ) -> Result<ValidPathInfo, StoreError> {
+        if method == CaMethod::Text && algo != Algorithm::Sha256 {
+            return Err(StoreError::Invalid(format!(
+                "text hashing must use sha256, not {algo}"
+            )));
+        }
+        if method != CaMethod::Text
+            && !references.is_empty()
+            && !(method == CaMethod::Recursive && algo == Algorithm::Sha256)
+        {
+            return Err(StoreError::Invalid(
+                "only text and sha256 recursive content-addressed paths may have references".into(),
+            ));
+        }
+        let tmp = TempDir::new(&self.inner.real_dir).await?;
+        let result = async {
+            let (ca_hash, nar_hash, nar_size) = match source {
+                CaSource::Nar => {
+                    let extra = (method == CaMethod::Recursive && algo != Algorithm::Sha256)
+                        .then_some(algo);
+                    let mut tee = Tee::new(reader, extra, None);
+                    restore_nar(&mut tee, &tmp.out()).await?;
+                    let size = tee.nar.bytes_hashed();
+                    let extra = tee.extra.take();
+                    let nar_hash = NarHash::try_from(tee.nar.finish())
+                        .map_err(|e| StoreError::Internal(e.to_string()))?;
+                    let ca_hash = match method {
+                        CaMethod::Recursive => extra
+                            .map(Hasher::finish)
+                            .unwrap_or_else(|| *nar_hash.hash()),
+                        CaMethod::Flat | CaMethod::Text => hash_file(tmp.out(), algo).await?,
+                    };
+                    (ca_hash, nar_hash, size)
+                }
+                CaSource::Contents => {
+                    if method == CaMethod::Recursive {
+                        return Err(StoreError::Invalid(
+                            "recursive content addressing needs a NAR".into(),
+                        ));
+                    }
+                    let mut tee = Tee::new(reader, Some(algo), None);
+                    let mut file = tokio::fs::File::create(tmp.out())
+                        .await
+                        .map_err(StoreError::io("cannot create the file in the store"))?;
+                    tokio::io::copy(&mut tee, &mut file)
+                        .await
+                        .map_err(StoreError::io("cannot write the file into the store"))?;
+                    file.sync_all()
+                        .await
+                        .map_err(StoreError::io("cannot write the file into the store"))?;
+                    drop(file);
+                    let ca_hash = tee
+                        .extra
+                        .take()
+                        .map(Hasher::finish)
+                        .ok_or_else(|| StoreError::Internal("hasher missing".into()))?;
+                    let (nar_hash, size) = nar_hash_of(tmp.out()).await?;
+                    (ca_hash, nar_hash, size)
+                }
+            };
+            let ca = match method {
+                CaMethod::Text => ContentAddress::Text(ca_hash),
+                CaMethod::Flat => ContentAddress::Flat(ca_hash),
+                CaMethod::Recursive => ContentAddress::Recursive(ca_hash),
+            };
+            references.sort();
+            let path = path_for_ca(self, &ca, name, None, &references).ok_or_else(|| {
+                StoreError::Invalid(format!("cannot make a store path named {name:?} for {ca}"))
+            })?;
+            let info = ValidPathInfo {
+                path,
+                nar_hash,
+                nar_size,
+                registration_time: 0,
+                deriver: None,
+                ultimate: true,
+                signatures: Vec::new(),
+                ca: Some(ca.to_string()),
+                references,
+            };
+            self.install(&tmp, info.clone(), repair).await?;
+            Ok(info)
+        }
+        .await;
+        tmp.remove().await;
+        let info = result?;
+        // Return what the database now says (registration time included).
+        match self.query_path_info(info.path.clone()).await? {
+            Some(stored) => Ok(stored),
+            None => Ok(info),
+        }
+    }
+
+    /// Adds a text file (AddTextToStore, `text:` AddToStore); returns its metadata.
+    pub async fn add_text(
+        &self,
+        name: &str,
+        text: Vec<u8>,
+        references: Vec<StorePath>,
+        repair: bool,
+    ) -> Result<ValidPathInfo, StoreError> {
+        self.add_ca(
+            name,
+            CaMethod::Text,
+            Algorithm::Sha256,
+            references,
+            CaSource::Contents,
+            &text[..],
+            repair,
+        )
+        .await
+    }
+
+    /// Moves `tmp/out` to the path's place and registers it, under the path's lock. A path that is already
+    /// valid is left alone unless `repair`.
+    async fn install(
+        &self,
+        tmp: &TempDir,
+        mut info: ValidPathInfo,
+        repair: bool,
+    ) -> Result<(), StoreError> {
+        let real = self.real_path(&info.path);
+        let _lock = self
+            .inner
+            .locks
+            .lock(&real)
+            .await
+            .map_err(StoreError::io("cannot lock the store path"))?;
+        if !repair && self.is_valid_path(info.path.clone()).await? {
+            return Ok(());
+        }
+        let missing: Vec<StorePath> = {
+            let refs: Vec<StorePath> = info
+                .references
+                .iter()
+                .filter(|r| **r != info.path)
+                .cloned()
+                .collect();
+            let valid = self.query_valid_paths(refs.clone()).await?;
+            refs.into_iter().filter(|r| !valid.contains(r)).collect()
+        };
+        if let Some(m) = missing.first() {
+            return Err(StoreError::Invalid(format!(
+                "cannot add path '{}' because it references the invalid path '{}'",
+                self.store_dir().display(&info.path),
+                self.store_dir().display(m)
+            )));
+        }
+        let src = tmp.out();
+        let dst = real.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            fsutil::canonicalise(&src).map_err(StoreError::io("cannot set canonical metadata"))?;
+            // A leftover (invalid) path, or the old copy when repairing, makes way.
+            fsutil::remove_tree(&dst)
+                .map_err(StoreError::io("cannot remove the old copy of the path"))?;
+            std::fs::rename(&src, &dst)
+                .map_err(StoreError::io("cannot move the path into the store"))
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))??;
+        if info.registration_time == 0 {
+            info.registration_time = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+        }
+        let registered = self
+            .write_db(move |db| db.register_valid_paths(&[info]))
+            .await;
+        if registered.is_err() {
+            let dst = real.clone();
+            let _ = tokio::task::spawn_blocking(move || fsutil::remove_tree(&dst)).await;
+        }
+        registered
+    }
+
+    /// Streams `path` as a NAR from the real store directory.
+    pub fn nar_stream(
+        &self,
+        path: &StorePath,
+    ) -> impl futures::Stream<Item = Result<bytes::Bytes, harmonia_file_nar::NarError>> + Send + use<>
+    {
+        harmonia_file_nar::encode(self.real_path(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn tee_hashes_and_limits() {
+        let data = vec![7u8; 10_000];
+        let mut tee = Tee::new(&data[..], Some(Algorithm::Sha1), Some(10_000));
+        let mut out = Vec::new();
+        tee.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, data);
+        assert_eq!(tee.nar.bytes_hashed(), 10_000);
+        assert_eq!(
+            tee.extra.take().unwrap().finish(),
+            Hash::digest_of(Algorithm::Sha1, &data)
+        );
+        let mut tee = Tee::new(&data[..], None, Some(9_999));
+        assert!(tee.read_to_end(&mut Vec::new()).await.is_err());
+    }
+}
