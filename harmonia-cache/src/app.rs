@@ -10,8 +10,11 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use harmonia_store_db::{StoreDbPool, ValidPathInfo};
+use harmonia_store_path::{StoreDir, StorePathHash};
+
 use crate::config::Config;
-use crate::error::ServerError;
+use crate::error::{ServerError, ServerResult};
 use crate::http_util::{CACHE_NONE, html_escape};
 
 /// Everything handlers share, built once at start-up.
@@ -24,14 +27,34 @@ pub struct AppState {
     pub cache_info: Bytes,
     /// Public keys of the signing keys, as a user puts them in `trusted-public-keys`.
     pub public_keys: Vec<String>,
+    /// The logical store directory paths are rendered with.
+    pub store_dir: StoreDir,
+    /// Read-only connections to Nix's database.
+    pub db: StoreDbPool,
 }
 
 /// Shared handle to [`AppState`].
 pub type SharedState = Arc<AppState>;
 
 impl AppState {
-    /// Pre-computes fixed responses from the configuration.
-    pub fn new(config: Config, metrics: PrometheusHandle) -> AppState {
+    /// Opens the database and pre-computes fixed responses from the configuration.
+    pub fn new(config: Config, metrics: PrometheusHandle) -> anyhow::Result<AppState> {
+        use anyhow::Context;
+        let store_dir = StoreDir::new(&config.virtual_nix_store).map_err(|e| {
+            anyhow::anyhow!(
+                "`virtual_nix_store` = {:?} is not a valid store directory: {e}",
+                config.virtual_nix_store
+            )
+        })?;
+        // Enough connections for every blocking task that may query at once on a small machine.
+        let connections = (config.workers * 2).clamp(4, 32);
+        let db = StoreDbPool::new(&config.nix_db_path, store_dir.clone(), connections)
+            .with_context(|| {
+                format!(
+                    "cannot open the Nix database {}: set `nix_db_path` to Nix's db.sqlite",
+                    config.nix_db_path.display()
+                )
+            })?;
         let cache_info = Bytes::from(format!(
             "StoreDir: {}\nWantMassQuery: 1\nPriority: {}\n",
             config.virtual_nix_store, config.priority
@@ -41,12 +64,14 @@ impl AppState {
             .iter()
             .map(|k| k.to_public_key().to_string())
             .collect();
-        AppState {
+        Ok(AppState {
             config,
             metrics,
             cache_info,
             public_keys,
-        }
+            store_dir,
+            db,
+        })
     }
 }
 
@@ -58,9 +83,43 @@ pub fn router(state: SharedState) -> Router {
         .route("/version", get(version))
         .route("/metrics", get(metrics))
         .route("/nix-cache-info", get(cache_info))
+        .route("/nar/{file}", get(crate::nar::nar))
+        .route("/log/{drv}", get(crate::log::log))
+        .route("/serve/{hash}", get(crate::serve::serve))
+        .route("/serve/{hash}/", get(crate::serve::serve))
+        .route("/serve/{hash}/{*path}", get(crate::serve::serve))
+        .route("/realisations/{id}", get(crate::realisation::realisation))
+        .route(
+            "/build-trace-v2/{drv}/{output}",
+            get(crate::realisation::build_trace),
+        )
+        .route("/{file}", get(crate::narinfo::top_level_file))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state)
+}
+
+/// Runs blocking work (SQLite, filesystem) on tokio's blocking pool.
+pub async fn blocking<T, F>(f: F) -> ServerResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> ServerResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await?
+}
+
+/// The database record of the valid path whose hash part is `hash`, or `NotFound`.
+pub async fn lookup_by_hash(
+    state: &SharedState,
+    hash: StorePathHash,
+) -> ServerResult<ValidPathInfo> {
+    let st = state.clone();
+    blocking(move || {
+        st.db
+            .with_conn(|db| db.query_path_info_by_hash_part(&hash))?
+            .ok_or(ServerError::NotFound)
+    })
+    .await
 }
 
 /// A complete in-memory response with explicit length (so HEAD reports it too).

@@ -126,7 +126,8 @@ impl Config {
         resolve(file, &env_keys)
     }
 
-    /// Parses `text` as a configuration file and resolves it (used by tests and `load_from_env`).
+    /// Parses `text` as a configuration file and resolves it.
+    #[cfg(test)]
     pub fn from_toml(text: &str, sign_key_paths_env: &str) -> Result<Config> {
         resolve(parse_file(text)?, sign_key_paths_env)
     }

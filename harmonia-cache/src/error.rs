@@ -20,9 +20,15 @@ pub enum ServerError {
         /// The full size of the resource.
         size: u64,
     },
+    /// Nix's database could not be read.
+    #[error("database error: {0}")]
+    Db(#[from] harmonia_store_db::DbError),
     /// A store path's files could not be read.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// A response could not be assembled (an invalid header value of ours).
+    #[error("building the response failed: {0}")]
+    Http(#[from] http::Error),
     /// A blocking task panicked or was cancelled.
     #[error("blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -40,10 +46,12 @@ impl ServerError {
             ServerError::RangeNotSatisfiable { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n")
             }
+            ServerError::Db(_) => (StatusCode::INTERNAL_SERVER_ERROR, "database error\n"),
             ServerError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 (StatusCode::NOT_FOUND, "not found\n")
             }
             ServerError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "I/O error\n"),
+            ServerError::Http(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
             ServerError::Join(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
             ServerError::CorruptMetadata(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -7,8 +7,14 @@ mod app;
 mod config;
 mod error;
 mod http_util;
+mod log;
 mod metrics;
+mod nar;
+mod narinfo;
+mod realisation;
+mod serve;
 mod server;
+mod stepper;
 
 use std::sync::Arc;
 
@@ -30,7 +36,7 @@ fn main() -> Result<()> {
         .context("starting the tokio runtime")?;
     runtime.block_on(async move {
         let metrics = metrics::install()?;
-        let state = Arc::new(app::AppState::new(config, metrics));
+        let state = Arc::new(app::AppState::new(config, metrics)?);
         let router = app::router(state.clone());
         server::run(&state.config, router).await
     })

@@ -1,0 +1,327 @@
+//! `/nar/...`: NARs streamed from the files on disk, with byte ranges and optional zstd.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::Response;
+use bytes::Bytes;
+use futures::Stream;
+use harmonia_file_nar::{NarEncoder, NarError, encode_from_offset};
+use harmonia_store_path::StorePathHash;
+use http::{HeaderMap, Method, StatusCode, Uri, header};
+
+use crate::app::{SharedState, lookup_by_hash};
+use crate::error::{ServerError, ServerResult};
+use crate::http_util::{
+    ByteRange, CACHE_IMMUTABLE, RangeRequest, accepts_encoding, if_none_match, if_range_allows,
+    parse_range,
+};
+use crate::metrics::{NAR_BYTES_TOTAL, NARS_TOTAL};
+use crate::stepper::{Step, StepStream};
+
+/// Length of a sha256 digest in nix-base32.
+const NAR_HASH_NIX32_LEN: usize = 52;
+/// Length of a store path hash part.
+const STORE_HASH_LEN: usize = 32;
+
+/// The two URL forms: ours (`<narhash>.nar?hash=<storehash>`) and nix-serve's
+/// (`<storehash>-<narhash>.nar`).
+fn parse_nar_url(uri: &Uri) -> ServerResult<(StorePathHash, &str)> {
+    let file = uri
+        .path()
+        .strip_prefix("/nar/")
+        .ok_or(ServerError::NotFound)?;
+    let stem = file.strip_suffix(".nar").ok_or(ServerError::NotFound)?;
+    let (store_hash, nar_hash) = if stem.len() == STORE_HASH_LEN + 1 + NAR_HASH_NIX32_LEN
+        && stem.as_bytes()[STORE_HASH_LEN] == b'-'
+    {
+        (&stem[..STORE_HASH_LEN], &stem[STORE_HASH_LEN + 1..])
+    } else {
+        let store_hash = uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("hash="))
+            .ok_or(ServerError::BadRequest(
+                "NAR URL needs ?hash=<store path hash>\n",
+            ))?;
+        (store_hash, stem)
+    };
+    if nar_hash.len() != NAR_HASH_NIX32_LEN
+        || !nar_hash
+            .bytes()
+            .all(|b| harmonia_utils_hash::nix_base32::ALPHABET.contains(&b))
+    {
+        return Err(ServerError::BadRequest("malformed NAR hash\n"));
+    }
+    let store_hash = store_hash
+        .parse::<StorePathHash>()
+        .map_err(|_| ServerError::BadRequest("malformed store path hash\n"))?;
+    Ok((store_hash, nar_hash))
+}
+
+/// `GET|HEAD /nar/<narhash>.nar?hash=<storehash>` and `/nar/<storehash>-<narhash>.nar`.
+pub async fn nar(
+    State(state): State<SharedState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ServerResult<Response> {
+    let (store_hash, nar_hash) = parse_nar_url(&uri)?;
+    let info = lookup_by_hash(&state, store_hash).await?;
+    if info.nar_hash.hash().to_nix_base32() != nar_hash {
+        return Err(ServerError::NotFound);
+    }
+    let size = info.nar_size;
+    let real_path = state.config.real_nix_store.join(info.path.to_string());
+    let identity_etag = format!("\"{nar_hash}\"");
+    let compressible = state.config.compression_level.is_some();
+
+    let mut range = match headers.get(header::RANGE) {
+        Some(v) if if_range_allows(&headers, &identity_etag) => parse_range(v.as_bytes(), size),
+        _ => RangeRequest::Full,
+    };
+    // An empty NAR does not exist, but never divide a zero-length resource into ranges.
+    if size == 0 {
+        range = RangeRequest::Full;
+    }
+    let use_zstd = match (state.config.compression_level, range) {
+        (Some(_), RangeRequest::Full) => {
+            headers.get(header::RANGE).is_none() && accepts_encoding(&headers, "zstd")
+        }
+        _ => false,
+    };
+    let etag = if use_zstd {
+        format!("\"{nar_hash}-zstd\"")
+    } else {
+        identity_etag
+    };
+
+    let mut builder = Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-nix-nar")
+        .header(header::CACHE_CONTROL, CACHE_IMMUTABLE)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, &etag);
+    if compressible {
+        builder = builder.header(header::VARY, "Accept-Encoding");
+    }
+    if if_none_match(&headers, &etag) {
+        return builder
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .map_err(ServerError::from);
+    }
+    // A path that is in the database but gone from disk is a miss, not a server fault.
+    if tokio::fs::symlink_metadata(&real_path).await.is_err() {
+        tracing::warn!(path = %info.path, "valid path missing on disk");
+        return Err(ServerError::NotFound);
+    }
+    let is_head = method == Method::HEAD;
+
+    let response = match range {
+        RangeRequest::Unsatisfiable => return Err(ServerError::RangeNotSatisfiable { size }),
+        RangeRequest::Single(r) => {
+            let body = if is_head {
+                Body::empty()
+            } else {
+                Body::from_stream(CheckedNar::new(
+                    encode_from_offset(real_path, r.start),
+                    r,
+                    size,
+                ))
+            };
+            builder
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {}-{}/{}", r.start, r.end, size),
+                )
+                .header(header::CONTENT_LENGTH, r.len())
+                .body(body)
+        }
+        RangeRequest::Full if use_zstd => {
+            let level = state.config.compression_level.unwrap_or(3);
+            let body = if is_head {
+                Body::empty()
+            } else {
+                Body::from_stream(StepStream::new(ZstdWorker::new(real_path, level, size)?))
+            };
+            builder
+                .status(StatusCode::OK)
+                .header(header::CONTENT_ENCODING, "zstd")
+                .body(body)
+        }
+        RangeRequest::Full => {
+            let body = if is_head {
+                Body::empty()
+            } else {
+                Body::from_stream(CheckedNar::new(
+                    encode_from_offset(real_path, 0),
+                    ByteRange {
+                        start: 0,
+                        end: size.saturating_sub(1),
+                    },
+                    size,
+                ))
+            };
+            builder
+                .status(StatusCode::OK)
+                .header(header::CONTENT_LENGTH, size)
+                .body(body)
+        }
+    };
+    response.map_err(ServerError::from)
+}
+
+/// A NAR body that ends exactly at the range end and fails if the NAR on disk no longer has the size
+/// the database recorded, so a client never receives a silently wrong body.
+struct CheckedNar<S> {
+    inner: Option<S>,
+    remaining: u64,
+    /// Whether the NAR legitimately continues after the range (then we stop reading early).
+    more_after: bool,
+    full: bool,
+}
+
+impl<S> CheckedNar<S> {
+    fn new(inner: S, range: ByteRange, size: u64) -> Self {
+        CheckedNar {
+            inner: Some(inner),
+            remaining: range.len(),
+            more_after: range.end + 1 < size,
+            full: range.start == 0 && range.end + 1 >= size,
+        }
+    }
+}
+
+fn changed_on_disk() -> std::io::Error {
+    std::io::Error::other("store path changed on disk: NAR size differs from the database")
+}
+
+impl<S> Stream for CheckedNar<S>
+where
+    S: Stream<Item = Result<Bytes, NarError>> + Unpin,
+{
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if this.remaining == 0 && this.more_after {
+            this.inner = None;
+            return Poll::Ready(None);
+        }
+        match ready!(Pin::new(inner).poll_next(cx)) {
+            Some(Ok(mut chunk)) => {
+                let n = chunk.len() as u64;
+                if n > this.remaining {
+                    if !this.more_after {
+                        this.inner = None;
+                        return Poll::Ready(Some(Err(changed_on_disk())));
+                    }
+                    chunk.truncate(this.remaining as usize);
+                }
+                this.remaining -= chunk.len() as u64;
+                metrics::counter!(NAR_BYTES_TOTAL).increment(chunk.len() as u64);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Some(Err(e)) => {
+                this.inner = None;
+                tracing::warn!("NAR stream failed: {e}");
+                Poll::Ready(Some(Err(std::io::Error::other(e))))
+            }
+            None => {
+                this.inner = None;
+                if this.remaining > 0 {
+                    tracing::warn!("NAR ended {} bytes early", this.remaining);
+                    return Poll::Ready(Some(Err(changed_on_disk())));
+                }
+                if this.full {
+                    metrics::counter!(NARS_TOTAL).increment(1);
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+/// Output of the zstd worker is handed out in pieces of at least this size.
+const ZSTD_OUT_MIN: usize = 128 * 1024;
+
+/// The encoder and compressor of one zstd NAR response, moved to a blocking thread per step.
+struct ZstdWorker {
+    encoder: NarEncoder,
+    /// Writes compressed bytes into a `Vec` we drain after each step.
+    zstd: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
+    expected: u64,
+    produced: u64,
+    finished: bool,
+}
+
+impl ZstdWorker {
+    fn new(path: std::path::PathBuf, level: i32, expected: u64) -> std::io::Result<ZstdWorker> {
+        let zstd = zstd::stream::write::Encoder::new(Vec::with_capacity(ZSTD_OUT_MIN * 2), level)?;
+        Ok(ZstdWorker {
+            encoder: NarEncoder::new(path),
+            zstd: Some(zstd),
+            expected,
+            produced: 0,
+            finished: false,
+        })
+    }
+
+    fn fail(&mut self, e: std::io::Error) -> Option<Result<Bytes, std::io::Error>> {
+        self.finished = true;
+        self.zstd = None;
+        Some(Err(e))
+    }
+}
+
+impl Step for ZstdWorker {
+    /// Encodes and compresses until at least `ZSTD_OUT_MIN` compressed bytes are ready or the NAR ends.
+    fn step(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        use std::io::Write;
+        if self.finished {
+            return None;
+        }
+        loop {
+            let zstd = self.zstd.as_mut()?;
+            match self.encoder.next() {
+                Some(Ok(chunk)) => {
+                    self.produced += chunk.len() as u64;
+                    if self.produced > self.expected {
+                        return self.fail(changed_on_disk());
+                    }
+                    if let Err(e) = zstd.write_all(&chunk) {
+                        return self.fail(e);
+                    }
+                    metrics::counter!(NAR_BYTES_TOTAL).increment(chunk.len() as u64);
+                    if zstd.get_ref().len() >= ZSTD_OUT_MIN {
+                        let out =
+                            std::mem::replace(zstd.get_mut(), Vec::with_capacity(ZSTD_OUT_MIN * 2));
+                        return Some(Ok(Bytes::from(out)));
+                    }
+                }
+                Some(Err(e)) => return self.fail(std::io::Error::other(e)),
+                None => {
+                    if self.produced != self.expected {
+                        return self.fail(changed_on_disk());
+                    }
+                    self.finished = true;
+                    let zstd = self.zstd.take()?;
+                    return match zstd.finish() {
+                        Ok(out) => {
+                            metrics::counter!(NARS_TOTAL).increment(1);
+                            Some(Ok(Bytes::from(out)))
+                        }
+                        Err(e) => Some(Err(e)),
+                    };
+                }
+            }
+        }
+    }
+}

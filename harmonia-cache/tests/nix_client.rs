@@ -1,0 +1,156 @@
+//! Real Nix as the client: `nix copy`, `nix store ls`, `nix log` against the running binary.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::{Options, Server, output};
+use harmonia_test_support::{FixtureStore, StandardFixture, TOP_BUILD_LOG_LINE, standard_fixture};
+
+fn fixture() -> &'static StandardFixture {
+    static FIXTURE: OnceLock<StandardFixture> = OnceLock::new();
+    FIXTURE.get_or_init(standard_fixture)
+}
+
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| Server::start(&fixture().store, Options::default()))
+}
+
+fn copy_from_cache(trusted_key: &str) -> (FixtureStore, std::process::Output) {
+    let dest = FixtureStore::with_config(&format!(
+        "trusted-public-keys = {trusted_key}\nrequire-sigs = true\n"
+    ));
+    let fx = fixture();
+    // `nix copy` reads a .drv argument as "its outputs" unless told `--derivation`.
+    let (drvs, outs): (Vec<&String>, Vec<&String>) =
+        fx.paths.all.iter().partition(|p| p.ends_with(".drv"));
+    let mut last = None;
+    for (paths, extra) in [(outs, None), (drvs, Some("--derivation"))] {
+        let out = output(
+            dest.nix("nix")
+                .args(["copy", "--from", &server().url, "--to"])
+                .arg(dest.root())
+                .args(extra)
+                .args(paths),
+        );
+        if !out.status.success() {
+            return (dest, out);
+        }
+        last = Some(out);
+    }
+    (dest, last.expect("two copies ran"))
+}
+
+#[test]
+fn nix_copy_with_trusted_key_then_verify_contents() {
+    let (dest, out) = copy_from_cache(&server().public_key);
+    assert!(
+        out.status.success(),
+        "nix copy failed: {}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server().log()
+    );
+    let verify = output(
+        dest.nix("nix-store")
+            .arg("--store")
+            .arg(dest.root())
+            .args(["--verify", "--check-contents"]),
+    );
+    assert!(
+        verify.status.success(),
+        "verify failed: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    // Every path arrived with the metadata the source has.
+    let fx = fixture();
+    let paths: Vec<&str> = fx.paths.all.iter().map(String::as_str).collect();
+    let src = fx.store.path_info(&paths);
+    let got = dest.path_info(&paths);
+    for (a, b) in src
+        .as_array()
+        .expect("array")
+        .iter()
+        .zip(got.as_array().expect("array"))
+    {
+        for field in ["path", "narHash", "narSize", "references"] {
+            assert_eq!(a.get(field), b.get(field), "{field} differs for {a}");
+        }
+    }
+    for p in &fx.paths.all {
+        assert_eq!(fx.store.dump(p), dest.dump(p), "NAR of {p} differs");
+    }
+}
+
+#[test]
+fn nix_copy_refuses_an_untrusted_key() {
+    let other = FixtureStore::new();
+    let keydir = tempfile::tempdir().expect("tempdir");
+    let (_, other_key) = harmonia_test_support::generate_signing_key(keydir.path(), "other-1");
+    drop(other);
+    let (_dest, out) = copy_from_cache(&other_key);
+    assert!(
+        !out.status.success(),
+        "nix copy accepted paths signed by a key it does not trust"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("signature") || stderr.contains("trusted"),
+        "unexpected failure: {stderr}"
+    );
+}
+
+#[test]
+fn nix_store_ls_matches_local_listing() {
+    let fx = fixture();
+    for p in [&fx.paths.tree, &fx.paths.top, &fx.paths.big_file] {
+        let out = output(fx.store.nix("nix").args([
+            "store",
+            "ls",
+            "--store",
+            &server().url,
+            "-R",
+            "--json",
+            p,
+        ]));
+        assert!(
+            out.status.success(),
+            "nix store ls failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut remote: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        // Remote listings carry NAR offsets, local ones do not.
+        strip_nar_offsets(&mut remote);
+        let local = fx.store.store_ls(p);
+        assert_eq!(remote, local, "listing of {p}");
+    }
+}
+
+#[test]
+fn nix_log_fetches_the_build_log() {
+    let fx = fixture();
+    let out =
+        output(
+            fx.store
+                .nix("nix")
+                .args(["log", "--store", &server().url, &fx.paths.top_drv]),
+        );
+    assert!(
+        out.status.success(),
+        "nix log failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(TOP_BUILD_LOG_LINE), "log was {text:?}");
+}
+
+fn strip_nar_offsets(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            map.remove("narOffset");
+            map.values_mut().for_each(strip_nar_offsets);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_nar_offsets),
+        _ => {}
+    }
+}
