@@ -110,8 +110,13 @@ impl StoreDb {
             read_only: true,
         };
         db.configure_connection()?;
-        db.check_tables()?;
-        Ok(db)
+        match db.check_tables() {
+            Ok(()) => Ok(db),
+            Err(DbError::Open { path, source }) if needs_wal_index(&path, &source) => {
+                Err(DbError::WalIndexUnavailable { path })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Open the database read-write, as the daemon does, creating it with Nix's schema when the store is new.
@@ -1195,6 +1200,17 @@ fn check_no_cycle(store_dir: &StoreDir, infos: &[ValidPathInfo]) -> Result<(), D
         }
     }
     Ok(())
+}
+
+/// Whether a read-only open failed because SQLite could not create the `-shm` WAL index (SQLite reports
+/// "attempt to write a readonly database" or "unable to open database file" on the first read).
+fn needs_wal_index(path: &Path, source: &rusqlite::Error) -> bool {
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    matches!(
+        source.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+    ) && !Path::new(&shm).exists()
 }
 
 /// The directory holding `db.sqlite` and the `schema` files.

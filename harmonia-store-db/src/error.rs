@@ -15,6 +15,17 @@ pub enum DbError {
         #[source]
         source: rusqlite::Error,
     },
+    /// A read-only connection cannot use the WAL index: `<db>-shm` does not exist (no Nix process has the
+    /// database open) and this user may not create it in the database directory.
+    #[error(
+        "cannot read the Nix database {path} read-only: SQLite needs its WAL index {path}-shm, which does not \
+         exist while no Nix process has the database open, and this user cannot create it; give this user \
+         write access to the database directory or keep the database open in a nix-daemon"
+    )]
+    WalIndexUnavailable {
+        /// The database file.
+        path: PathBuf,
+    },
     /// The file is a SQLite database, but not one with Nix's tables.
     #[error("{path} is not a Nix store database: {reason}")]
     NotNixDb {
