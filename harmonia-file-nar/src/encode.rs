@@ -491,6 +491,70 @@ mod tests {
         assert!(matches!(past, Err(NarError::OffsetPastEnd { .. })));
     }
 
+    /// An encoder over `dir` (holding file `f`) that has emitted `f`'s header but not its contents yet.
+    fn encoder_before_contents(dir: &Path) -> NarEncoder {
+        let mut enc = NarEncoder::with_chunk_size(dir.to_owned(), 0, 16);
+        // Chunk 1: magic and the root directory's header. Chunk 2: f's headers, after its stat.
+        for _ in 0..2 {
+            assert!(enc.next().unwrap().is_ok());
+        }
+        assert!(matches!(enc.state, State::Contents { .. }));
+        enc
+    }
+
+    #[test]
+    fn a_file_that_shrinks_or_grows_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        fs::write(&f, vec![1u8; 100]).unwrap();
+        let mut enc = encoder_before_contents(dir.path());
+        fs::write(&f, vec![1u8; 50]).unwrap();
+        let rest: Vec<_> = enc.by_ref().collect();
+        assert!(
+            matches!(
+                rest.last(),
+                Some(Err(NarError::FileChanged { expected: 100, .. }))
+            ),
+            "{rest:?}"
+        );
+        assert!(enc.next().is_none());
+
+        fs::write(&f, vec![1u8; 100]).unwrap();
+        let enc = encoder_before_contents(dir.path());
+        fs::write(&f, vec![1u8; 101]).unwrap();
+        let rest: Vec<_> = enc.collect();
+        assert!(
+            matches!(
+                rest.last(),
+                Some(Err(NarError::FileChanged { expected: 100, .. }))
+            ),
+            "{rest:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_vanishes_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), b"a").unwrap();
+        fs::write(dir.path().join("f"), b"f").unwrap();
+        let mut enc = NarEncoder::with_chunk_size(dir.path().to_owned(), 0, 16);
+        assert!(enc.next().unwrap().is_ok()); // the root directory was listed
+        fs::remove_file(dir.path().join("f")).unwrap();
+        let rest: Vec<_> = enc.collect();
+        assert!(
+            matches!(rest.last(), Some(Err(NarError::Io { .. }))),
+            "{rest:?}"
+        );
+    }
+
+    #[test]
+    fn sockets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(dir.path().join("s")).unwrap();
+        let r: Result<Vec<_>, _> = NarEncoder::new(dir.path()).collect();
+        assert!(matches!(r, Err(NarError::UnsupportedFileType { .. })));
+    }
+
     #[test]
     fn missing_path_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
