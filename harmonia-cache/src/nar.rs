@@ -227,6 +227,10 @@ where
                 }
                 this.remaining -= chunk.len() as u64;
                 metrics::counter!(NAR_BYTES_TOTAL).increment(chunk.len() as u64);
+                // hyper stops polling once Content-Length bytes went out, so count here.
+                if this.remaining == 0 && this.full {
+                    metrics::counter!(NARS_TOTAL).increment(1);
+                }
                 Poll::Ready(Some(Ok(chunk)))
             }
             Some(Err(e)) => {
@@ -239,9 +243,6 @@ where
                 if this.remaining > 0 {
                     tracing::warn!("NAR ended {} bytes early", this.remaining);
                     return Poll::Ready(Some(Err(changed_on_disk())));
-                }
-                if this.full {
-                    metrics::counter!(NARS_TOTAL).increment(1);
                 }
                 Poll::Ready(None)
             }

@@ -117,12 +117,11 @@ async fn listing(state: SharedState, hash: &str) -> ServerResult<Response> {
             .with_conn(|db| db.query_path_from_hash_part(&hash))?
             .ok_or(ServerError::NotFound)?;
         let real = st.config.real_nix_store.join(path.to_string());
-        let listing = crate::narinfo::list_placeholder(&real).map_err(|e| {
+        let listing = harmonia_file_nar::list(&real).map_err(|e| {
             tracing::warn!(%path, "cannot list: {e}");
             ServerError::NotFound
         })?;
-        serde_json::to_vec(&listing)
-            .map_err(|e| ServerError::CorruptMetadata(format!("listing of {path}: {e}")))
+        Ok(listing.to_json())
     })
     .await?;
     Ok(full_response(
@@ -130,9 +129,4 @@ async fn listing(state: SharedState, hash: &str) -> ServerResult<Response> {
         CACHE_IMMUTABLE,
         Bytes::from(json),
     ))
-}
-
-/// Placeholder until harmonia-file-nar's `list` lands.
-fn list_placeholder(_p: &std::path::Path) -> Result<serde_json::Value, &'static str> {
-    Err("listing not available yet")
 }
