@@ -4,7 +4,8 @@
 //! - [`wire`]: u64s, padded strings, collections; [`NixSerialize`]/[`NixDeserialize`]
 //!   with a version context and the [`nix_struct!`] macro for version-gated structs.
 //! - [`handshake`]: magic numbers, version negotiation, the 1.38 feature exchange.
-//! - [`stderr`]: the channel between a request and its reply (logs, activities, errors).
+//! - [`stderr`]: the channel between a request and its reply (logs, activities, errors);
+//!   [`logger`] queues such messages from work running outside the connection task.
 //! - [`request`]: op codes, typed requests ([`Request`], [`read_request`]) and replies.
 //! - [`framed`], [`nar`], [`multiple`]: the data that follows some requests.
 //! - [`client`]: a client over any stream (unix socket) for tests and tools.
@@ -17,6 +18,7 @@ pub mod client;
 pub mod error;
 pub mod framed;
 pub mod handshake;
+pub mod logger;
 pub mod multiple;
 pub mod nar;
 pub mod request;
