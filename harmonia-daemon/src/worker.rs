@@ -371,9 +371,8 @@ impl Conn<'_> {
                 if self.version() >= ProtocolVersion::new(1, 23) {
                     let mut framed = FramedReader::new(self.r.inner_mut());
                     let res = store.add_nar(info, &mut framed, opts).await;
-                    if res.is_err() {
-                        framed.drain().await?;
-                    }
+                    // Whatever happened, read the stream to its end so the next request is in step.
+                    framed.drain().await?;
                     res?;
                 } else {
                     self.add_tunneled(info, opts).await?;

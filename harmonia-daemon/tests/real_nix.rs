@@ -181,7 +181,7 @@ fn nix_copy_closure_into_daemon() {
     ok(src
         .store
         .nix("nix")
-        .args(["copy", "--store"])
+        .args(["copy", "--no-check-sigs", "--store"])
         .arg(src.store.root())
         .args(["--to", &d.url(), &p.top, &p.tree, &p.big_file]));
     let closure = [&p.top, &p.dep, &p.tree, &p.big_file];
@@ -207,7 +207,7 @@ fn nix_copy_closure_into_daemon() {
     ok(src
         .store
         .nix("nix")
-        .args(["copy", "--store"])
+        .args(["copy", "--no-check-sigs", "--store"])
         .arg(src.store.root())
         .args(["--to", &d.url(), &p.top]));
 }

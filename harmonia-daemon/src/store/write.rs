@@ -125,25 +125,23 @@ impl<R: AsyncRead + Unpin> AsyncRead for Tee<R> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
-                this.nar.update(new);
-                if let Some(h) = &mut this.extra {
-                    h.update(new);
-                }
-                if this.limit.is_some_and(|l| this.nar.bytes_hashed() > l) {
+                let total = this.nar.bytes_hashed() + new.len() as u64;
+                if this.limit.is_some_and(|l| total > l) {
+                    // An error must come with nothing read.
+                    buf.set_filled(before);
                     return Poll::Ready(Err(std::io::Error::other(
                         "the NAR is larger than the size the client claimed",
                     )));
+                }
+                this.nar.update(new);
+                if let Some(h) = &mut this.extra {
+                    h.update(new);
                 }
                 Poll::Ready(Ok(()))
             }
             other => other,
         }
     }
-}
-
-/// TEMPORARY until harmonia-file-nar has `restore`.
-async fn restore_nar<R: AsyncRead + Unpin>(_r: R, _dest: &Path) -> Result<(), StoreError> {
-    Err(StoreError::Invalid("restore not available yet".into()))
 }
 
 /// Computes the store path a content address gives, or `None` when it cannot (self-references in a
@@ -248,7 +246,7 @@ impl LocalStore {
         let tmp = TempDir::new(&self.inner.real_dir).await?;
         let result = async {
             let mut tee = Tee::new(nar, extra, Some(info.nar_size));
-            restore_nar(&mut tee, &tmp.out()).await?;
+            harmonia_file_nar::restore(&mut tee, &tmp.out()).await?;
             let got_size = tee.nar.bytes_hashed();
             let got = NarHash::try_from(tee.nar.finish())
                 .map_err(|e| StoreError::Internal(e.to_string()))?;
@@ -333,7 +331,7 @@ impl LocalStore {
                     let extra = (method == CaMethod::Recursive && algo != Algorithm::Sha256)
                         .then_some(algo);
                     let mut tee = Tee::new(reader, extra, None);
-                    restore_nar(&mut tee, &tmp.out()).await?;
+                    harmonia_file_nar::restore(&mut tee, &tmp.out()).await?;
                     let size = tee.nar.bytes_hashed();
                     let extra = tee.extra.take();
                     let nar_hash = NarHash::try_from(tee.nar.finish())
@@ -387,7 +385,8 @@ impl LocalStore {
                 nar_size,
                 registration_time: 0,
                 deriver: None,
-                ultimate: true,
+                // Like Nix's addToStoreFromDump: content-addressed paths need no "ultimate" trust.
+                ultimate: false,
                 signatures: Vec::new(),
                 ca: Some(ca.to_string()),
                 references,
