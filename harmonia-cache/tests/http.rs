@@ -105,7 +105,7 @@ fn narinfo_is_complete_signed_and_cacheable() {
         let text = res.text();
         let ni = NarInfo::parse(&store_dir, &text).expect("parse narinfo");
         assert!(
-            ni.verify(&store_dir, &[key.clone()]),
+            ni.verify(&store_dir, std::slice::from_ref(&key)),
             "bad signature:\n{text}"
         );
         assert_eq!(store_dir.display(&ni.store_path), *path);

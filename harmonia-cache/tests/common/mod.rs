@@ -192,10 +192,11 @@ pub fn get(server: &Server, path: &str) -> Response {
     curl(server, path, &[])
 }
 
-/// Sends raw bytes on a TCP connection and reads until the server closes (or 10 s pass).
+/// Sends raw bytes on a TCP connection and reads until the server closes (or 3 s of silence).
 pub fn raw_request(port: u16, request: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("set timeout");
     let _ = s.write_all(request);
     let mut out = Vec::new();
     let mut buf = [0u8; 65536];

@@ -1,0 +1,166 @@
+//! Listeners and start-up: unix sockets, TLS (RSA and EC keys), configuration errors.
+
+mod common;
+
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{Options, Server, curl, get, output, self_signed_cert};
+use harmonia_test_support::{FixtureStore, StandardFixture, hash_part, standard_fixture};
+
+fn fixture() -> &'static StandardFixture {
+    static FIXTURE: OnceLock<StandardFixture> = OnceLock::new();
+    FIXTURE.get_or_init(standard_fixture)
+}
+
+#[test]
+fn unix_socket() {
+    let f = fixture();
+    let server = Server::start(
+        &f.store,
+        Options {
+            unix: true,
+            ..Options::default()
+        },
+    );
+    let res = get(&server, "/nix-cache-info");
+    assert_eq!(res.status, 200);
+    assert!(res.text().starts_with("StoreDir: /nix/store\n"));
+    let ni = get(&server, &format!("/{}.narinfo", hash_part(&f.paths.top)));
+    assert_eq!(ni.status, 200);
+}
+
+#[test]
+fn tls_with_rsa_and_ec_keys() {
+    let f = fixture();
+    let certs = tempfile::tempdir().expect("tempdir");
+    for kind in ["rsa", "ec"] {
+        let (cert, key) = self_signed_cert(certs.path(), kind);
+        let cert_arg = cert.display().to_string();
+        let server = Server::start(
+            &f.store,
+            Options {
+                tls: Some((cert.clone(), key)),
+                ..Options::default()
+            },
+        );
+        let res = curl(&server, "/nix-cache-info", &["--cacert", &cert_arg]);
+        assert_eq!(res.status, 200, "{kind}");
+        // HTTP/2 over ALPN as well.
+        let h2 = curl(
+            &server,
+            &format!("/{}.narinfo", hash_part(&f.paths.top)),
+            &["--cacert", &cert_arg, "--http2"],
+        );
+        assert_eq!(h2.status, 200, "{kind} h2");
+        // Plain HTTP on the TLS port is refused (no response).
+        let raw = common::raw_request(
+            server.port,
+            b"GET /nix-cache-info HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        assert!(
+            !String::from_utf8_lossy(&raw).contains("StoreDir"),
+            "{kind}"
+        );
+        // Real Nix over HTTPS.
+        let dest = FixtureStore::with_config(&format!(
+            "trusted-public-keys = {}\nrequire-sigs = true\n",
+            server.public_key
+        ));
+        let out = output(
+            dest.nix("nix")
+                .env("NIX_SSL_CERT_FILE", &cert)
+                .args(["copy", "--from", &server.url, "--to"])
+                .arg(dest.root())
+                .arg(&f.paths.top),
+        );
+        assert!(
+            out.status.success(),
+            "nix copy over TLS ({kind}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn start_with_config(config: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).expect("write config");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harmonia-cache"));
+    cmd.env("CONFIG_FILE", &path).env_remove("SIGN_KEY_PATHS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    output(&mut cmd)
+}
+
+#[test]
+fn start_up_errors_name_the_key_or_path() {
+    let f = fixture();
+    let store = format!("real_nix_store = {:?}\n", f.store.store_dir());
+    let cases: Vec<(String, Vec<(&str, &str)>, Vec<&str>)> = vec![
+        (format!("{store}bogus_key = 1\n"), vec![], vec!["bogus_key"]),
+        (
+            format!("{store}priority = \"high\"\n"),
+            vec![],
+            vec!["priority"],
+        ),
+        (
+            format!("{store}bind = \"nonsense\"\n"),
+            vec![],
+            vec!["bind"],
+        ),
+        (
+            format!("{store}nix_db_path = \"/nonexistent/db.sqlite\"\n"),
+            vec![],
+            vec!["/nonexistent/db.sqlite", "nix_db_path"],
+        ),
+        (
+            "real_nix_store = \"/nonexistent/nix/store\"\n".to_owned(),
+            vec![],
+            vec!["/nonexistent/nix/store", "real_nix_store"],
+        ),
+        (
+            store.clone(),
+            vec![("SIGN_KEY_PATHS", "/nonexistent/key.secret")],
+            vec!["/nonexistent/key.secret", "sign_key_paths"],
+        ),
+        (
+            format!(
+                "{store}tls_cert_path = \"/nonexistent/c.pem\"\ntls_key_path = \"/nonexistent/k.pem\"\nbind = \"127.0.0.1:0\"\n"
+            ),
+            vec![],
+            vec!["/nonexistent/c.pem", "tls_cert_path"],
+        ),
+    ];
+    for (config, env, needles) in cases {
+        let out = start_with_config(&config, &env);
+        assert!(!out.status.success(), "started with {config:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for needle in needles {
+            assert!(stderr.contains(needle), "{config:?}: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn bad_signing_key_file_is_refused() {
+    let f = fixture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("bad.secret");
+    std::fs::write(&key, "not-a-key").expect("write");
+    let out = start_with_config(
+        &format!(
+            "real_nix_store = {:?}\nsign_key_paths = [{key:?}]\n",
+            f.store.store_dir()
+        ),
+        &[],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.secret"), "{stderr}");
+    assert!(
+        !stderr.contains("not-a-key"),
+        "secret material echoed: {stderr}"
+    );
+}
