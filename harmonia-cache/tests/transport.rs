@@ -94,11 +94,14 @@ fn start_with_config(config: &str, env: &[(&str, &str)]) -> std::process::Output
     output(&mut cmd)
 }
 
+/// A configuration, extra environment, and the words its error must contain.
+type StartCase = (String, Vec<(&'static str, &'static str)>, Vec<&'static str>);
+
 #[test]
 fn start_up_errors_name_the_key_or_path() {
     let f = fixture();
     let store = format!("real_nix_store = {:?}\n", f.store.store_dir());
-    let cases: Vec<(String, Vec<(&str, &str)>, Vec<&str>)> = vec![
+    let cases: Vec<StartCase> = vec![
         (format!("{store}bogus_key = 1\n"), vec![], vec!["bogus_key"]),
         (
             format!("{store}priority = \"high\"\n"),
