@@ -213,8 +213,10 @@ impl fmt::Display for Op {
 }
 
 /// Reads the next request. `Ok(None)` when the client closed the connection cleanly
-/// between requests; an unknown op code is [`ProtocolError::UnknownOp`] (after which the
-/// stream cannot be trusted: Nix closes the connection too).
+/// between requests. After any error (an unknown op code, an invalid store path, a
+/// truncated request...) the position in the stream is unknown: answer with
+/// STDERR_ERROR and close the connection, as Nix does for errors raised before an
+/// operation starts its work.
 pub async fn read_request<R: AsyncRead + Unpin + Send>(
     r: &mut NixReader<R>,
 ) -> Result<Option<Request>> {

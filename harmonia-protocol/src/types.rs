@@ -210,3 +210,100 @@ nix_struct! {
         pub info: UnkeyedValidPathInfo,
     }
 }
+
+/// Which outputs of a derivation a [`DerivedPath::Built`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputsSpec {
+    /// `*`: every output.
+    All,
+    /// The named outputs.
+    Names(BTreeSet<String>),
+}
+
+/// A derived path as sent in BuildPaths and QueryMissing: a plain store path, or a
+/// derivation with the outputs wanted, `<drv>!<out1>,<out2>` or `<drv>!*` (Nix's
+/// `DerivedPath::parseLegacy` from 1.30; older clients send the same `!` form for
+/// `StorePathWithOutputs`, where a bare `.drv` path means the file itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DerivedPath {
+    /// A store path that must merely be valid.
+    Opaque(StorePath),
+    /// Outputs of a derivation.
+    Built {
+        /// The derivation.
+        drv_path: StorePath,
+        /// The outputs wanted.
+        outputs: OutputsSpec,
+    },
+}
+
+impl DerivedPath {
+    /// Parses the wire form against `store_dir`.
+    pub fn parse(store_dir: &harmonia_store_path::StoreDir, s: &str) -> Result<DerivedPath> {
+        let bad_path =
+            |p: &str, e: harmonia_store_path::StorePathError| ProtocolError::InvalidStorePath {
+                path: truncate_lossy(p.as_bytes()),
+                reason: e.to_string(),
+            };
+        match s.split_once('!') {
+            None => store_dir
+                .parse_path(s)
+                .map(DerivedPath::Opaque)
+                .map_err(|e| bad_path(s, e)),
+            Some((drv, outs)) => {
+                let drv_path = store_dir.parse_path(drv).map_err(|e| bad_path(drv, e))?;
+                let outputs = if outs == "*" {
+                    OutputsSpec::All
+                } else {
+                    let names: BTreeSet<String> = outs.split(',').map(str::to_owned).collect();
+                    if names.iter().any(|n| n.is_empty()) {
+                        return Err(ProtocolError::invalid("derived path outputs", s.as_bytes()));
+                    }
+                    OutputsSpec::Names(names)
+                };
+                Ok(DerivedPath::Built { drv_path, outputs })
+            }
+        }
+    }
+
+    /// Renders the wire form.
+    pub fn render(&self, store_dir: &harmonia_store_path::StoreDir) -> String {
+        match self {
+            DerivedPath::Opaque(p) => store_dir.display(p),
+            DerivedPath::Built { drv_path, outputs } => {
+                let outs = match outputs {
+                    OutputsSpec::All => "*".to_owned(),
+                    OutputsSpec::Names(n) => n.iter().cloned().collect::<Vec<_>>().join(","),
+                };
+                format!("{}!{outs}", store_dir.display(drv_path))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use harmonia_store_path::StoreDir;
+
+    #[test]
+    fn derived_paths() {
+        let dir = StoreDir::default();
+        let drv = "/nix/store/7h7qgvs4kgzsn8a6rb274saxyqh4jxlz-hello.drv";
+        for s in [
+            drv.to_string(),
+            format!("{drv}!*"),
+            format!("{drv}!dev,out"),
+        ] {
+            let d = DerivedPath::parse(&dir, &s).unwrap();
+            assert_eq!(d.render(&dir), s);
+        }
+        assert!(matches!(
+            DerivedPath::parse(&dir, &format!("{drv}!out")).unwrap(),
+            DerivedPath::Built { outputs: OutputsSpec::Names(n), .. } if n.len() == 1
+        ));
+        assert!(DerivedPath::parse(&dir, &format!("{drv}!")).is_err());
+        assert!(DerivedPath::parse(&dir, "/tmp/x!out").is_err());
+        assert!(DerivedPath::parse(&dir, "garbage").is_err());
+    }
+}
