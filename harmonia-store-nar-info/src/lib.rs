@@ -4,6 +4,32 @@
 //! path and where its NAR lives. The grammar and field order follow Nix's `libstore/nar-info.cc`
 //! (`NarInfo::NarInfo` and `NarInfo::to_string`); the signed fingerprint follows
 //! `ValidPathInfo::fingerprint` in `libstore/path-info.cc`.
+//!
+//! ```
+//! use harmonia_store_nar_info::NarInfo;
+//! use harmonia_store_path::StoreDir;
+//! use harmonia_utils_hash::NarHash;
+//! use harmonia_utils_signature::SecretKey;
+//!
+//! let store_dir = StoreDir::default();
+//! let text = format!(
+//!     "StorePath: /nix/store/0c0ac8zfjigi3a1kydsj5g7b6y1jx3w5-hello-2.12\n\
+//!      URL: nar/0c0ac8zfjigi3a1kydsj5g7b6y1jx3w5.nar\n\
+//!      Compression: none\n\
+//!      NarHash: {}\n\
+//!      NarSize: 226488\n\
+//!      References: \n",
+//!     NarHash::digest_of(b"the nar")
+//! );
+//! let mut info = NarInfo::parse(&store_dir, &text).unwrap();
+//! assert_eq!(info.render(&store_dir), text);
+//!
+//! let key = SecretKey::from_seed("cache.example.org-1", &[7; 32]).unwrap();
+//! info.sign(&store_dir, &key);
+//! assert!(info.verify(&store_dir, &[key.to_public_key()]));
+//! let sig_line = format!("Sig: {}\n", info.signatures[0]);
+//! assert!(info.render(&store_dir).ends_with(&sig_line));
+//! ```
 
 #![deny(unsafe_code)]
 
@@ -106,11 +132,13 @@ impl NarInfo {
             if i > 0 {
                 out.push(' ');
             }
-            let _ = write!(out, "{r}");
+            push_base_name(out, r);
         });
         out.push('\n');
         if let Some(d) = &self.deriver {
-            let _ = writeln!(out, "Deriver: {d}");
+            out.push_str("Deriver: ");
+            push_base_name(out, d);
+            out.push('\n');
         }
         if let Some(system) = &self.system {
             out.push_str("System: ");
@@ -250,12 +278,35 @@ pub fn fingerprint(
 fn push_full_path(out: &mut String, store_dir: &StoreDir, path: &StorePath) {
     out.push_str(store_dir.as_str());
     out.push('/');
-    let _ = write!(out, "{path}");
+    push_base_name(out, path);
+}
+
+/// Appends `<hash>-<name>`; same text as `Display`, without its temporary allocation (this runs
+/// for every reference of every narinfo a cache serves).
+fn push_base_name(out: &mut String, path: &StorePath) {
+    push_nix32(out, path.hash().as_bytes());
+    out.push('-');
+    out.push_str(path.name().as_str());
 }
 
 fn push_typed_nix32(out: &mut String, hash: &Hash) {
     let _ = write!(out, "{}:", hash.algorithm());
-    out.push_str(&harmonia_utils_hash::nix_base32::encode(hash.digest()));
+    push_nix32(out, hash.digest());
+}
+
+/// Appends the nix-base32 encoding of `bytes` (at most a sha512 digest) without allocating.
+fn push_nix32(out: &mut String, bytes: &[u8]) {
+    use harmonia_utils_hash::nix_base32::{ALPHABET, encoded_len};
+    let len = encoded_len(bytes.len());
+    out.reserve(len);
+    // Nix's bit order: the first character holds the highest bits, the last the lowest bits of byte 0.
+    for n in (0..len).rev() {
+        let bit = n * 5;
+        let (i, j) = (bit / 8, bit % 8);
+        let low = u16::from(bytes[i]) >> j;
+        let high = bytes.get(i + 1).map_or(0, |&b| u16::from(b) << (8 - j));
+        out.push(char::from(ALPHABET[usize::from((low | high) & 0x1f)]));
+    }
 }
 
 /// Calls `f(index, path)` for each reference in Nix's order (sorted, no duplicates), without
@@ -268,5 +319,33 @@ fn for_each_canonical_ref(refs: &[StorePath], mut f: impl FnMut(usize, &StorePat
         sorted.sort_unstable();
         sorted.dedup();
         sorted.into_iter().enumerate().for_each(|(i, r)| f(i, r));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn allocation_free_encoders_match_display() {
+        for seed in 0u8..=255 {
+            let bytes: Vec<u8> = (0..64u8)
+                .map(|i| i.wrapping_mul(seed).wrapping_add(seed))
+                .collect();
+            for len in [20, 32, 64] {
+                let mut out = String::new();
+                push_nix32(&mut out, &bytes[..len]);
+                assert_eq!(out, harmonia_utils_hash::nix_base32::encode(&bytes[..len]));
+            }
+            let path = StorePath::from_str(&format!(
+                "{}-name-{seed}",
+                harmonia_utils_hash::nix_base32::encode(&bytes[..20])
+            ))
+            .unwrap();
+            let mut out = String::new();
+            push_base_name(&mut out, &path);
+            assert_eq!(out, path.to_string());
+        }
     }
 }

@@ -8,6 +8,20 @@
 //! * signature: `name:base64(ed25519 signature)` (64 bytes).
 //!
 //! The name is everything before the first `:` and must not be empty.
+//!
+//! ```
+//! use harmonia_utils_signature::{PublicKey, SecretKey};
+//!
+//! // What `nix-store --generate-binary-cache-key` writes (normally read from the SECRET file).
+//! let secret = SecretKey::from_seed("cache.example.org-1", &[7; 32]).unwrap();
+//! let text = secret.to_nix_string();
+//! let secret = SecretKey::parse(&text).unwrap();
+//!
+//! let public: PublicKey = secret.to_public_key().to_string().parse().unwrap();
+//! let sig = secret.sign(b"1;/nix/store/...");
+//! assert_eq!(sig.key_name(), "cache.example.org-1");
+//! assert!(public.verify(b"1;/nix/store/...", &sig));
+//! ```
 
 #![deny(unsafe_code)]
 
@@ -243,6 +257,9 @@ impl SecretKey {
     }
 }
 
+// The only secret field, the `SigningKey`, zeroizes itself on drop (ed25519-dalek's `zeroize` feature).
+impl zeroize::ZeroizeOnDrop for SecretKey {}
+
 impl FromStr for SecretKey {
     type Err = SignatureError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -443,6 +460,13 @@ mod tests {
         // Unpadded base64 is accepted too.
         let unpadded = text.trim_end_matches('=');
         assert_eq!(Signature::parse(unpadded).unwrap(), sig);
+    }
+
+    #[test]
+    fn secret_material_is_zeroized_on_drop() {
+        fn zeroized_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        zeroized_on_drop::<SigningKey>();
+        zeroized_on_drop::<SecretKey>();
     }
 
     #[test]
