@@ -254,3 +254,93 @@ fn nix_accepts_narinfo_signed_by_us_and_refuses_another_key() {
         "nix store verify accepted a foreign signature"
     );
 }
+
+/// A binary cache built from scratch the way harmonia-cache serves one: narinfo made from
+/// `nix path-info --json`, uncompressed NARs from `nix-store --dump`, no FileHash/FileSize, signed
+/// by us. Nix must accept every path (with their closure) when our key is trusted.
+#[test]
+fn nix_accepts_a_cache_whose_narinfo_we_wrote_from_scratch() {
+    let fx = standard_fixture();
+    let store_dir = StoreDir::default();
+    let keys = tempfile::tempdir().unwrap();
+    let (secret, public) = generate_signing_key(keys.path(), "harmonia-scratch-1");
+    let key = secret_key(&secret);
+
+    let cache = tempfile::tempdir().unwrap();
+    fs::create_dir_all(cache.path().join("nar")).unwrap();
+    fs::write(
+        cache.path().join("nix-cache-info"),
+        "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n",
+    )
+    .unwrap();
+    let outputs: Vec<&str> = fx
+        .paths
+        .all
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !p.ends_with(".drv"))
+        .collect();
+    let infos = fx.store.path_info(&outputs);
+    for info in infos.as_array().unwrap() {
+        let full = info["path"].as_str().unwrap();
+        let store_path = store_dir.parse_path(full).unwrap();
+        let nar = fx.store.dump(full);
+        let nar_hash = NarHash::from_str(info["narHash"].as_str().unwrap()).unwrap();
+        let url = format!("nar/{}.nar", store_path.hash());
+        fs::write(cache.path().join(&url), &nar).unwrap();
+        let mut references: Vec<StorePath> = info["references"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| store_dir.parse_path(r.as_str().unwrap()).unwrap())
+            .collect();
+        references.sort();
+        let mut ni = NarInfo {
+            store_path: store_path.clone(),
+            url,
+            compression: "none".into(),
+            file_hash: None,
+            file_size: None,
+            nar_hash,
+            nar_size: nar.len() as u64,
+            references,
+            deriver: info
+                .get("deriver")
+                .and_then(|d| d.as_str())
+                .map(|d| store_dir.parse_path(d).unwrap()),
+            system: None,
+            signatures: Vec::new(),
+            ca: info
+                .get("ca")
+                .and_then(|c| c.as_str())
+                .map(|c| ContentAddress::from_str(c).unwrap()),
+        };
+        assert_eq!(ni.nar_size, info["narSize"].as_u64().unwrap());
+        ni.sign(&store_dir, &key);
+        fs::write(
+            cache.path().join(format!("{}.narinfo", store_path.hash())),
+            ni.render(&store_dir),
+        )
+        .unwrap();
+    }
+
+    let (target, out) = nix_copy_from(cache.path(), &public, &outputs);
+    assert!(
+        out.status.success(),
+        "nix refused our cache: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What Nix registered equals the source store's metadata.
+    let copied = target.path_info(&outputs);
+    for (a, b) in copied
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(infos.as_array().unwrap())
+    {
+        for field in ["path", "narHash", "narSize", "references", "deriver", "ca"] {
+            assert_eq!(a.get(field), b.get(field), "{field} of {}", b["path"]);
+        }
+    }
+    assert_eq!(copied.as_array().unwrap().len(), outputs.len());
+}
