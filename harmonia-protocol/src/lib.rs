@@ -28,12 +28,16 @@ pub mod version;
 pub mod wire;
 
 pub use error::{ProtocolError, Result};
+
 pub use handshake::{
     ClientHandshake, Negotiated, ServerHandshake, TrustLevel, WORKER_MAGIC_1, WORKER_MAGIC_2,
     client_handshake, server_handshake,
 };
 pub use request::{Op, Operation, Request, read_request};
 pub use stderr::{NixError, StderrMsg};
+/// Used by [`nix_struct!`] so that crates using the macro need not name tokio.
+#[doc(hidden)]
+pub use tokio as __tokio;
 pub use types::{UnkeyedValidPathInfo, ValidPathInfo};
 pub use version::{MIN_VERSION, PROTOCOL_VERSION, ProtocolVersion};
 pub use wire::{Encoder, NixDeserialize, NixReader, NixSerialize, NixWriter};

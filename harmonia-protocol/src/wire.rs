@@ -501,7 +501,7 @@ macro_rules! nix_struct {
 
         impl $crate::wire::NixDeserialize for $name {
             #[allow(unused_variables)]
-            async fn deserialize<R: ::tokio::io::AsyncRead + ::std::marker::Unpin + ::std::marker::Send>(
+            async fn deserialize<R: $crate::__tokio::io::AsyncRead + ::std::marker::Unpin + ::std::marker::Send>(
                 r: &mut $crate::wire::NixReader<R>,
             ) -> $crate::error::Result<Self> {
                 $(
