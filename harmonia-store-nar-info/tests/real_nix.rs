@@ -344,3 +344,71 @@ fn nix_accepts_a_cache_whose_narinfo_we_wrote_from_scratch() {
     }
     assert_eq!(copied.as_array().unwrap().len(), outputs.len());
 }
+
+/// A path that refers to itself (and to another path): the fingerprint lists it among its own
+/// references, exactly as Nix signs it, and Nix accepts our signature on it.
+#[test]
+fn self_referencing_path_is_signed_like_nix() {
+    let store = FixtureStore::new();
+    let nix_file = store.scratch_dir().join("self-ref.nix");
+    fs::write(
+        &nix_file,
+        r#"
+let
+  other = derivation {
+    name = "zzz-other";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "echo other > $out" ];
+  };
+in derivation {
+  name = "self-ref";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" "mkdir $out; echo $out > $out/me; echo ${other} > $out/other" ];
+}
+"#,
+    )
+    .unwrap();
+    let out = store.build(&nix_file);
+    let path = out[0].as_str();
+    let keys = tempfile::tempdir().unwrap();
+    let (secret, public) = generate_signing_key(keys.path(), "self-ref-1");
+    let key = secret_key(&secret);
+    let cache = tempfile::tempdir().unwrap();
+    store.copy_to_binary_cache_signed(&[path], cache.path(), &secret);
+
+    let store_dir = StoreDir::default();
+    let text = fs::read_to_string(cache.path().join(format!(
+        "{}.narinfo",
+        harmonia_test_support::hash_part(path)
+    )))
+    .unwrap();
+    let ni = NarInfo::parse(&store_dir, &text).unwrap();
+    assert_eq!(ni.render(&store_dir), text);
+    let self_path = store_dir.parse_path(path).unwrap();
+    assert_eq!(ni.references.len(), 2);
+    assert!(ni.references.contains(&self_path), "{text}");
+    let mut full_refs: Vec<String> = ni.references.iter().map(|r| store_dir.display(r)).collect();
+    full_refs.sort();
+    assert!(
+        ni.fingerprint(&store_dir)
+            .ends_with(&format!(";{}", full_refs.join(","))),
+        "{}",
+        ni.fingerprint(&store_dir)
+    );
+
+    let mut ours = ni.clone();
+    ours.signatures.clear();
+    ours.sign(&store_dir, &key);
+    assert_eq!(ours.signatures, ni.signatures);
+
+    let resigned = tempfile::tempdir().unwrap();
+    resign_cache(cache.path(), resigned.path(), &key);
+    let (_target, copied) = nix_copy_from(resigned.path(), &public, &[path]);
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+}
