@@ -7,7 +7,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
 use harmonia_store_path::{ContentAddress, StoreDir, StorePath};
-use harmonia_test_support::{FixtureStore, pseudo_random_bytes};
+use harmonia_test_support::{FixtureStore, pseudo_random_bytes, standard_fixture};
 use harmonia_utils_hash::{Algorithm, Hash, NarHash};
 
 fn text(bytes: Vec<u8>) -> String {
@@ -115,6 +115,26 @@ fn nix_store_add_paths_are_source_paths() {
             sd.make_fixed_output_path(&ca, &[], false, name).as_ref(),
             Ok(&ours)
         );
+    }
+}
+
+/// The shared fixture's added paths (a tree with non-ASCII names, symlinks in and out of the store, a 3 MB
+/// file) are source paths over their NAR hash, and every fixture path parses and renders back identically.
+#[test]
+fn standard_fixture_paths() {
+    let fx = standard_fixture();
+    let sd = StoreDir::default();
+    let p = &fx.paths;
+    for added in [&p.text_file, &p.executable, &p.tree, &p.big_file] {
+        let path = parse_printed(&sd, added);
+        let nar_hash = Hash::digest_of(Algorithm::Sha256, &fx.store.dump(added));
+        let ours = sd
+            .make_source_path(&nar_hash, &[], false, path.name().as_str())
+            .expect("valid");
+        assert_eq!(ours, path, "{added}");
+    }
+    for any in &p.all {
+        parse_printed(&sd, any);
     }
 }
 

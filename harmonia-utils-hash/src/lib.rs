@@ -4,6 +4,26 @@
 //! accepts (`algo:<base16|nix-base32|base64>` chosen by length, and SRI `algo-<base64>`) and reports what is
 //! wrong with a typed [`HashError`]. [`Hasher`] hashes streams; [`compress_hash`] is Nix's XOR fold used for
 //! store path hashes; [`NarHash`] is the sha256 of a NAR.
+//!
+//! Parsing is as permissive as Nix 2.8 about encodings (upper-case hex is fine) but only accepts canonical
+//! digests: nix-base32 whose first character sets bits beyond the digest is rejected (as Nix does), and so is
+//! base64 with non-zero trailing bits (which Nix silently ignores), so every accepted text renders back
+//! identically.
+//!
+//! ```
+//! use harmonia_utils_hash::{Algorithm, Hash, NarHash};
+//!
+//! let h = Hash::digest_of(Algorithm::Sha256, b"");
+//! assert_eq!(h.to_string(), "sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73");
+//! assert_eq!(h.to_sri(), "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
+//! assert_eq!(Hash::parse(&h.to_sri()), Ok(h));
+//! assert_eq!(
+//!     "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse::<Hash>(),
+//!     Ok(h)
+//! );
+//! assert!(NarHash::try_from(h).is_ok());
+//! assert!("sha256:tooshort".parse::<Hash>().is_err());
+//! ```
 #![deny(unsafe_code)]
 
 mod algorithm;
