@@ -1,6 +1,6 @@
 //! Nix hashes (md5, sha1, sha256, sha512) and their encodings: nix-base32, base16, base64 and SRI.
 //!
-//! A [`Hash`] can only be built valid (right length for its [`Algorithm`]); parsing accepts every form Nix
+//! A [`Hash`](struct@Hash) can only be built valid (right length for its [`Algorithm`]); parsing accepts every form Nix
 //! accepts (`algo:<base16|nix-base32|base64>` chosen by length, and SRI `algo-<base64>`) and reports what is
 //! wrong with a typed [`HashError`]. [`Hasher`] hashes streams; [`compress_hash`] is Nix's XOR fold used for
 //! store path hashes; [`NarHash`] is the sha256 of a NAR.

@@ -20,7 +20,7 @@ impl NarHash {
         NarHash(Hash::digest_of(Algorithm::Sha256, nar))
     }
 
-    /// The underlying sha256 [`Hash`].
+    /// The underlying sha256 [`Hash`](struct@Hash).
     pub fn hash(&self) -> &Hash {
         &self.0
     }
