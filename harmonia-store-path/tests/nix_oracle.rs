@@ -449,3 +449,92 @@ fn derivation_and_output_paths() {
     }
     assert_eq!(checked_outputs, 7);
 }
+
+/// Whether Nix 2.8 accepts `/nix/store/<base>` as a store path: a well-formed path that is merely absent is
+/// "not valid"; a malformed one is refused with a "store path ..." error.
+fn nix_accepts(store: &FixtureStore, base: &str) -> bool {
+    let out = store
+        .nix("nix-store")
+        .arg("--store")
+        .arg(store.root())
+        .args(["--query", "--hash"])
+        .arg(format!("/nix/store/{base}"))
+        .output()
+        .expect("cannot run nix-store");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || stderr.contains("is not valid") {
+        true
+    } else if stderr.contains("store path") || stderr.contains("is not in the Nix store") {
+        false
+    } else {
+        panic!("unexpected answer from nix-store for {base:?}: {stderr}")
+    }
+}
+
+/// Nix and we accept and refuse the same base names (one documented exception: the character between hash
+/// and name, which Nix 2.8 never checks but always writes as '-').
+#[test]
+fn base_name_validity_agrees_with_nix() {
+    let store = FixtureStore::new();
+    let valid = "5d7y9mjs7f4d49lsymag3dpfk4zjc0cq-name.x";
+    let mut cases: Vec<String> = vec![
+        String::new(),
+        valid[..32].to_owned(),
+        valid[..33].to_owned(),
+        valid[..34].to_owned(),
+        format!("{}{}", &valid[..33], "x".repeat(211)),
+        format!("{}{}", &valid[..33], "x".repeat(212)),
+        format!("{}.", &valid[..33]),
+        format!("{}..", &valid[..33]),
+        format!("{}.-x", &valid[..33]),
+    ];
+    let seed = pseudo_random_bytes(u64::from(std::process::id()) << 16, 8);
+    let seed = u64::from_le_bytes(seed.try_into().unwrap_or([0; 8]));
+    eprintln!("seed {seed}");
+    let replacements = [
+        "a", "Z", "0", "9", "e", "o", "u", "t", "E", ".", "-", "_", "+", "?", "=", ":", "~", "@",
+        "!", "%", "é", " ", "\\", ",", "*",
+    ];
+    let random = pseudo_random_bytes(seed, 120);
+    for pair in random.chunks(2) {
+        let pos = usize::from(pair[0]) % valid.len();
+        if pos == 32 {
+            continue;
+        }
+        let mut s = valid.to_owned();
+        s.replace_range(
+            pos..pos + 1,
+            replacements[usize::from(pair[1]) % replacements.len()],
+        );
+        cases.push(s);
+    }
+    let (mut accepted, mut refused) = (0, 0);
+    for case in &cases {
+        let ours = case.parse::<StorePath>();
+        let theirs = nix_accepts(&store, case);
+        assert_eq!(
+            ours.is_ok(),
+            theirs,
+            "{case:?}: ours {ours:?}, Nix accepts: {theirs}"
+        );
+        if theirs {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(
+        accepted >= 5 && refused >= 5,
+        "too one-sided: {accepted} accepted, {refused} refused"
+    );
+
+    let no_dash = format!("{}_{}", &valid[..32], &valid[33..]);
+    assert!(
+        nix_accepts(&store, &no_dash),
+        "Nix 2.8 started checking the dash: drop this exception"
+    );
+    assert!(matches!(
+        no_dash.parse::<StorePath>(),
+        Err(harmonia_store_path::StorePathError::MissingDash(_))
+    ));
+}
