@@ -3,6 +3,7 @@
 //! `nar-dump --async PATH` goes through the async stream instead of the synchronous encoder.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 
 use futures::StreamExt;
 use harmonia_file_nar::{NarEncoder, encode};
@@ -16,8 +17,8 @@ fn main() -> anyhow::Result<()> {
     let [path] = args.as_slice() else {
         anyhow::bail!("usage: nar-dump [--async] PATH");
     };
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Write to fd 1 directly: stdout's LineWriter would scan every chunk for newlines.
+    let mut out = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
     if use_async {
         let rt = tokio::runtime::Builder::new_multi_thread().build()?;
         rt.block_on(async {

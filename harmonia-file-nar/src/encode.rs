@@ -30,6 +30,9 @@ pub const CHUNK_SIZE: usize = 1 << 20;
 /// targets up to 4 KiB on Linux) never make the chunk buffer reallocate.
 const SLACK: usize = 16 << 10;
 
+/// Files (or file ends) up to this size are read with one `read` that also detects growth.
+const SMALL_READ: usize = 64 << 10;
+
 /// One directory being walked: its entries sorted in *descending* byte order, so `pop` gives the next one.
 struct DirFrame {
     entries: Vec<(OsString, fs::DirEntry)>,
@@ -242,6 +245,12 @@ impl NarEncoder {
     /// Read more of the current file into the chunk buffer.
     fn contents_step(&mut self, mut file: File, remaining: u64, size: u64) -> Result<(), NarError> {
         let room = self.chunk_size.saturating_sub(self.buf.len()).max(1) as u64;
+        if remaining <= room && remaining <= SMALL_READ as u64 {
+            self.read_small_rest(&mut file, remaining, size)?;
+            self.state = State::Walk;
+            self.finish_file(size);
+            return Ok(());
+        }
         let want = min(remaining, room);
         // read_to_end reads into the spare capacity without zeroing it first; `take` keeps it within the
         // capacity reserved for this chunk, so the buffer never reallocates.
@@ -274,6 +283,38 @@ impl NarEncoder {
         }
         self.state = State::Walk;
         self.finish_file(size);
+        Ok(())
+    }
+
+    /// Read the last `remaining` bytes of a file (at most [`SMALL_READ`]) asking for one byte more, so that
+    /// a file that grew is noticed without a separate end-of-file read: for the many small files of a
+    /// typical store path this is one `read` per file, like `nix-store --dump`. Zeroing the few bytes
+    /// first costs less than the extra system call.
+    fn read_small_rest(
+        &mut self,
+        file: &mut File,
+        remaining: u64,
+        size: u64,
+    ) -> Result<(), NarError> {
+        let want = remaining as usize;
+        let start = self.buf.len();
+        self.buf.resize(start + want + 1, 0);
+        let mut got = 0;
+        while got < want {
+            match file.read(&mut self.buf[start + got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.buf.truncate(start);
+                    return Err(NarError::io(&self.path, e));
+                }
+            }
+        }
+        self.buf.truncate(start + want);
+        if got != want {
+            return Err(self.changed(size));
+        }
         Ok(())
     }
 
