@@ -645,7 +645,14 @@ impl Conn<'_> {
             let mut tx = tx;
             read_tunneled_nar(r, w, &mut tx).await
         };
-        let (added, pulled) = tokio::join!(store.add_nar(info, rx, opts), pull);
+        let add = async move {
+            let mut rx = rx;
+            let added = store.add_nar(info, &mut rx, opts).await;
+            // Keep taking what the client sends even after a refusal, so the session stays in step.
+            let _ = tokio::io::copy(&mut rx, &mut tokio::io::sink()).await;
+            added
+        };
+        let (added, pulled) = tokio::join!(add, pull);
         match (added, pulled) {
             (Ok(()), Ok(_)) => Ok(()),
             // The whole NAR came through: the connection is in step, only the add failed.

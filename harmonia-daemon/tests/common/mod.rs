@@ -59,7 +59,9 @@ impl Daemon {
                 .arg("--config")
                 .arg(&config)
                 .env("RUST_LOG", "harmonia_daemon=debug")
-                .stdin(Stdio::null()),
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("daemon.log")).expect("log file")),
         );
         assert!(
             wait_for_path(&socket, Duration::from_secs(20)),
@@ -82,6 +84,11 @@ impl Daemon {
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What the daemon logged so far (debug level).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("daemon.log")).unwrap_or_default()
     }
 
     /// Whether the daemon process is still running.

@@ -1,0 +1,333 @@
+//! Protocol versions the Nix 2.8 client does not speak (1.21 to 1.38 around its 1.34), and bad input, driven
+//! through harmonia-protocol's own client against the real daemon binary on a fixture store.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::time::Duration;
+
+use common::{Daemon, lines, ok};
+use harmonia_protocol::client::UnixClient;
+use harmonia_protocol::handshake::TrustLevel;
+use harmonia_protocol::request::{
+    AddToStoreNarRequest, BuildPathsRequest, SetOptionsRequest, typed,
+};
+use harmonia_protocol::{ProtocolError, ProtocolVersion, UnkeyedValidPathInfo, ValidPathInfo};
+use harmonia_store_path::{StoreDir, StorePath};
+use harmonia_test_support::{FixtureStore, standard_fixture};
+use harmonia_utils_hash::NarHash;
+
+const VERSIONS: [(u8, u8); 8] = [
+    (1, 21),
+    (1, 22),
+    (1, 23),
+    (1, 25),
+    (1, 34),
+    (1, 35),
+    (1, 37),
+    (1, 38),
+];
+
+fn sp(full: &str) -> StorePath {
+    StoreDir::default().parse_path(full).expect("store path")
+}
+
+/// The path's info as the store's own `nix path-info --json` reports it, in wire form.
+fn wire_info(store: &FixtureStore, path: &str) -> ValidPathInfo {
+    let json = store.path_info(&[path]);
+    let j = &json[0];
+    let refs: BTreeSet<StorePath> = j["references"]
+        .as_array()
+        .expect("references")
+        .iter()
+        .map(|r| sp(r.as_str().expect("ref")))
+        .collect();
+    ValidPathInfo {
+        path: sp(path),
+        info: UnkeyedValidPathInfo {
+            deriver: j["deriver"].as_str().map(sp),
+            nar_hash: j["narHash"]
+                .as_str()
+                .expect("narHash")
+                .parse::<NarHash>()
+                .expect("hash"),
+            references: refs,
+            registration_time: 0,
+            nar_size: j["narSize"].as_u64().expect("narSize"),
+            ultimate: false,
+            signatures: BTreeSet::new(),
+            ca: j["ca"].as_str().map(|c| c.parse().expect("ca")),
+        },
+    }
+}
+
+async fn connect(d: &Daemon, v: (u8, u8)) -> UnixClient {
+    let mut c = UnixClient::connect(
+        &d.socket,
+        StoreDir::default(),
+        ProtocolVersion::new(v.0, v.1),
+    )
+    .await
+    .expect("connect");
+    c.set_options(&SetOptionsRequest::default())
+        .await
+        .expect("SetOptions");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_at_every_version() {
+    let f = standard_fixture();
+    let d = Daemon::start(&f.store, "");
+    let tree_nar = f.store.dump(&f.paths.tree);
+    let expected = wire_info(&f.store, &f.paths.top);
+    for v in VERSIONS {
+        let mut c = connect(&d, v).await;
+        assert_eq!(c.version(), ProtocolVersion::new(v.0, v.1));
+        if v >= (1, 35) {
+            assert_eq!(c.negotiated().trust, TrustLevel::Trusted, "{v:?}");
+        }
+        let info = c
+            .query_path_info(&sp(&f.paths.top))
+            .await
+            .expect("info")
+            .expect("valid");
+        assert_eq!(info.nar_hash, expected.info.nar_hash, "{v:?}");
+        assert_eq!(info.nar_size, expected.info.nar_size);
+        assert_eq!(info.references, expected.info.references);
+        assert_eq!(info.deriver, expected.info.deriver);
+        assert!(info.registration_time > 0);
+        let all = c.query_all_valid_paths().await.expect("all");
+        assert_eq!(all.len(), f.paths.all.len(), "{v:?}");
+        let mut nar = Vec::new();
+        c.nar_from_path(&sp(&f.paths.tree), &mut nar)
+            .await
+            .expect("nar");
+        assert!(nar == tree_nar, "NarFromPath at {v:?}");
+        // The connection is still in step after the raw NAR.
+        assert!(c.is_valid_path(&sp(&f.paths.dep)).await.expect("valid"));
+        let hash_part = &f.paths.dep["/nix/store/".len().."/nix/store/".len() + 32];
+        assert_eq!(
+            c.query_path_from_hash_part(hash_part)
+                .await
+                .expect("hash part"),
+            Some(sp(&f.paths.dep))
+        );
+        let outs = c
+            .query_derivation_output_map(&sp(&f.paths.top_drv))
+            .await
+            .expect("outputs");
+        assert_eq!(outs.get("out"), Some(&Some(sp(&f.paths.top))), "{v:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_clients_are_told_so() {
+    let f = FixtureStore::new();
+    let d = Daemon::start(&f, "trusted_users = []");
+    let c = connect(&d, (1, 38)).await;
+    assert_eq!(c.negotiated().trust, TrustLevel::NotTrusted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_to_store_nar_at_old_and_new_versions() {
+    let src = standard_fixture();
+    for v in [(1, 21), (1, 22), (1, 23), (1, 38)] {
+        let dst = FixtureStore::new();
+        let d = Daemon::start(&dst, "");
+        let mut c = connect(&d, v).await;
+        for p in [&src.paths.dep, &src.paths.top] {
+            let nar = src.store.dump(p);
+            let req = AddToStoreNarRequest {
+                info: wire_info(&src.store, p),
+                repair: false,
+                dont_check_sigs: true,
+            };
+            c.add_to_store_nar(&req, &mut &nar[..])
+                .await
+                .unwrap_or_else(|e| panic!("{v:?}: {e}"));
+        }
+        assert!(c.is_valid_path(&sp(&src.paths.top)).await.expect("valid"));
+        assert!(dst.dump(&src.paths.top) == src.store.dump(&src.paths.top));
+        ok(dst
+            .nix("nix-store")
+            .arg("--store")
+            .arg(dst.root())
+            .args(["--verify", "--check-contents"]));
+        let refs = lines(&ok(dst
+            .nix("nix-store")
+            .arg("--store")
+            .arg(dst.root())
+            .args(["-q", "--references", &src.paths.top])));
+        assert_eq!(refs, vec![src.paths.dep.clone()]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_multiple_to_store_registers_a_closure() {
+    let src = standard_fixture();
+    let dst = FixtureStore::new();
+    let d = Daemon::start(&dst, "");
+    let mut c = connect(&d, (1, 34)).await;
+    let paths = [&src.paths.dep, &src.paths.top, &src.paths.tree];
+    let nars: Vec<Vec<u8>> = paths.iter().map(|p| src.store.dump(p)).collect();
+    let mut items: Vec<(ValidPathInfo, &[u8])> = paths
+        .iter()
+        .zip(&nars)
+        .map(|(p, n)| (wire_info(&src.store, p), &n[..]))
+        .collect();
+    c.add_multiple_to_store(false, true, &mut items)
+        .await
+        .expect("AddMultipleToStore");
+    ok(dst
+        .nix("nix-store")
+        .arg("--store")
+        .arg(dst.root())
+        .args(["--verify", "--check-contents"]));
+    let all = lines(&ok(dst
+        .nix("nix")
+        .args(["path-info", "--all", "--store"])
+        .arg(dst.root())));
+    assert_eq!(all.len(), 3, "{all:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_nar_hash_is_refused_leaves_nothing_and_keeps_the_connection() {
+    let src = standard_fixture();
+    let dst = FixtureStore::new();
+    let d = Daemon::start(&dst, "");
+    let before = common::store_entries(&dst.store_dir());
+    for v in [(1, 22), (1, 34)] {
+        let mut c = connect(&d, v).await;
+        let mut info = wire_info(&src.store, &src.paths.tree);
+        info.info.nar_hash = wire_info(&src.store, &src.paths.text_file).info.nar_hash;
+        let nar = src.store.dump(&src.paths.tree);
+        let req = AddToStoreNarRequest {
+            info,
+            repair: false,
+            dont_check_sigs: true,
+        };
+        let err = c
+            .add_to_store_nar(&req, &mut &nar[..])
+            .await
+            .expect_err("must be refused");
+        assert!(
+            matches!(&err, ProtocolError::Remote(e) if e.msg.contains("hash mismatch")),
+            "{err}"
+        );
+        // Same connection, next request.
+        assert!(
+            !c.is_valid_path(&sp(&src.paths.tree))
+                .await
+                .expect("still usable")
+        );
+        // A claimed size smaller than the NAR is refused too.
+        let mut info = wire_info(&src.store, &src.paths.big_file);
+        info.info.nar_size = 1000;
+        let nar = src.store.dump(&src.paths.big_file);
+        let req = AddToStoreNarRequest {
+            info,
+            repair: false,
+            dont_check_sigs: true,
+        };
+        let err = c
+            .add_to_store_nar(&req, &mut &nar[..])
+            .await
+            .expect_err("must be refused");
+        assert!(matches!(err, ProtocolError::Remote(_)), "{err}");
+        assert!(
+            !c.is_valid_path(&sp(&src.paths.big_file))
+                .await
+                .expect("still usable")
+        );
+    }
+    assert_eq!(common::store_entries(&dst.store_dir()), before);
+    let all = lines(&ok(dst
+        .nix("nix")
+        .args(["path-info", "--all", "--store"])
+        .arg(dst.root())));
+    assert!(all.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_are_refused_by_name_and_the_connection_stays_usable() {
+    let f = standard_fixture();
+    let d = Daemon::start(&f.store, "");
+    let mut c = connect(&d, (1, 38)).await;
+    let err = c
+        .call(&typed::BuildPaths(BuildPathsRequest {
+            paths: vec![format!("{}!out", f.paths.top_drv)],
+            mode: 0,
+        }))
+        .await
+        .expect_err("builds are not supported");
+    assert!(
+        matches!(&err, ProtocolError::Remote(e) if e.msg.contains("BuildPaths")),
+        "{err}"
+    );
+    assert!(c.is_valid_path(&sp(&f.paths.top)).await.expect("usable"));
+}
+
+/// Handshake at 1.34, then raw bytes; returns what the daemon answered until it closed or went quiet.
+fn raw_session(socket: &std::path::Path, after_handshake: &[u8]) -> Vec<u8> {
+    let mut s = StdUnixStream::connect(socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut hello = Vec::new();
+    hello.extend_from_slice(&0x6e69_7863u64.to_le_bytes());
+    hello.extend_from_slice(&0x122u64.to_le_bytes());
+    hello.extend_from_slice(&0u64.to_le_bytes()); // no CPU affinity
+    hello.extend_from_slice(&0u64.to_le_bytes()); // reserveSpace
+    hello.extend_from_slice(after_handshake);
+    s.write_all(&hello).expect("write");
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_an_error_and_others_are_unaffected() {
+    let f = standard_fixture();
+    let d = Daemon::start(&f.store, "");
+    let error_code = 0x6378_7470u64.to_le_bytes();
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    // An unknown op code.
+    cases.push(999u64.to_le_bytes().to_vec());
+    // QueryPathInfo with an absurd string length.
+    cases.push([26u64.to_le_bytes(), (1u64 << 60).to_le_bytes()].concat());
+    // QueryPathInfo of a path outside the store.
+    let mut outside = 26u64.to_le_bytes().to_vec();
+    outside.extend_from_slice(&11u64.to_le_bytes());
+    outside.extend_from_slice(b"/etc/passwd\0\0\0\0\0");
+    cases.push(outside);
+    // AddToStoreNar whose framed NAR is garbage.
+    let info = wire_info(&f.store, &f.paths.text_file);
+    let mut enc = harmonia_protocol::Encoder::new(ProtocolVersion::new(1, 34), StoreDir::default());
+    enc.write_u64(39);
+    enc.write(&AddToStoreNarRequest {
+        info,
+        repair: false,
+        dont_check_sigs: true,
+    });
+    let mut garbage_nar = enc.take_buffer();
+    garbage_nar.extend_from_slice(&16u64.to_le_bytes());
+    garbage_nar.extend_from_slice(b"this is no NAR!!");
+    garbage_nar.extend_from_slice(&0u64.to_le_bytes());
+    cases.push(garbage_nar);
+    for (i, case) in cases.iter().enumerate() {
+        let out = raw_session(&d.socket, case);
+        assert!(
+            out.windows(8).any(|w| w == error_code),
+            "case {i}: no STDERR_ERROR in the daemon's answer"
+        );
+    }
+    let mut c = connect(&d, (1, 34)).await;
+    assert!(
+        c.is_valid_path(&sp(&f.paths.top))
+            .await
+            .expect("daemon still serves")
+    );
+}
