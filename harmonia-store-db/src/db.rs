@@ -23,17 +23,24 @@ use crate::{DbError, DrvOutput, Realisation, ValidPathInfo};
 /// with a busy error. Nix itself waits up to an hour; servers should rather answer an error than hang.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Bytes of the database file each connection may memory-map (`PRAGMA mmap_size`).
+const MMAP_SIZE: i64 = 1 << 30;
+
 // The statements, prepared once per connection (`prepare_cached`). The column lists match Nix's so that the
 // same indexes serve us: `path` is unique (indexed), Refs has IndexReferrer/IndexReference,
 // DerivationOutputs has IndexDerivationOutputs on path, Realisations has IndexRealisations.
-const Q_PATH_INFO: &str = "select id, hash, registrationTime, deriver, narSize, ultimate, sigs, ca \
-     from ValidPaths where path = ?1";
+// Path info and its references come from one statement (a left join yields one row per reference, or one row
+// with a NULL reference): one read transaction instead of two halves the cost of the cache's hot path, and
+// the row and its references come from the same snapshot.
+const Q_PATH_INFO: &str = "select v.hash, v.registrationTime, v.deriver, v.narSize, v.ultimate, v.sigs, \
+     v.ca, v.path, r.path from ValidPaths v left join Refs on Refs.referrer = v.id \
+     left join ValidPaths r on r.id = Refs.reference where v.path = ?1";
 /// Nix's trick for hash-part lookups: a range scan on the unique path index instead of `like`.
-const Q_PATH_INFO_BY_PREFIX: &str = "select id, hash, registrationTime, deriver, narSize, ultimate, sigs, ca, path \
-     from ValidPaths where path >= ?1 order by path limit 1";
+const Q_PATH_INFO_BY_PREFIX: &str = "select v.hash, v.registrationTime, v.deriver, v.narSize, v.ultimate, \
+     v.sigs, v.ca, v.path, r.path \
+     from (select * from ValidPaths where path >= ?1 order by path limit 1) v \
+     left join Refs on Refs.referrer = v.id left join ValidPaths r on r.id = Refs.reference";
 const Q_PATH_BY_PREFIX: &str = "select path from ValidPaths where path >= ?1 order by path limit 1";
-const Q_REFERENCES_BY_ID: &str =
-    "select path from Refs join ValidPaths on reference = id where referrer = ?1";
 const Q_IS_VALID: &str = "select id from ValidPaths where path = ?1";
 const Q_REFERENCES: &str = "select v.path from Refs r join ValidPaths v on r.reference = v.id \
      where r.referrer = (select id from ValidPaths where path = ?1)";
@@ -80,12 +87,6 @@ pub struct StoreDb {
     store_dir: StoreDir,
     path: PathBuf,
     read_only: bool,
-}
-
-/// A `ValidPaths` row before its references are attached.
-struct PathRow {
-    id: i64,
-    info: ValidPathInfo,
 }
 
 impl StoreDb {
@@ -205,6 +206,15 @@ impl StoreDb {
                 source,
             })?;
         self.conn.set_prepared_statement_cache_capacity(32);
+        // Read pages through a memory map instead of a read() per page-cache miss: path lookups hit random
+        // pages of a database that is often far bigger than SQLite's default 2 MB page cache. The map is
+        // address space, not memory; SQLite caps it at the file size.
+        self.conn
+            .pragma_update(None, "mmap_size", MMAP_SIZE)
+            .map_err(|source| DbError::Open {
+                path: self.path.clone(),
+                source,
+            })?;
         Ok(())
     }
 
@@ -288,50 +298,54 @@ impl StoreDb {
     // ------------------------------------------------------------------------------------------------------
     // Queries
 
-    /// Everything Nix knows about a valid path, or `None` if it is not valid. Two indexed queries.
+    /// Everything Nix knows about a valid path, or `None` if it is not valid. One indexed query.
     pub fn query_path_info(&self, p: &StorePath) -> Result<Option<ValidPathInfo>, DbError> {
         let full = self.store_dir.display(p);
-        let mut stmt = self
-            .conn
-            .prepare_cached(Q_PATH_INFO)
-            .ctx("querying path info")?;
-        let row = stmt
-            .query_row([&full], |row| Ok(self.path_row(row, p.clone(), &full)))
-            .optional()
-            .ctx("querying path info")?;
-        match row {
-            None => Ok(None),
-            Some(row) => self.finish_path_info(row?).map(Some),
-        }
+        self.path_info_query(Q_PATH_INFO, &full, |_| Ok(Some((full.clone(), p.clone()))))
     }
 
-    /// Path info by the 32-character hash part alone (a narinfo request): one range query on the path index
-    /// plus one for the references. `None` if no valid path has this hash.
+    /// Path info by the 32-character hash part alone (a narinfo request): one range query on the path index.
+    /// `None` if no valid path has this hash.
     pub fn query_path_info_by_hash_part(
         &self,
         h: &StorePathHash,
     ) -> Result<Option<ValidPathInfo>, DbError> {
         let prefix = self.hash_prefix(h);
-        let mut stmt = self
-            .conn
-            .prepare_cached(Q_PATH_INFO_BY_PREFIX)
-            .ctx("querying path info")?;
-        let row = stmt
-            .query_row([&prefix], |row| {
-                Ok((|| {
-                    let found = text_col(row, 8, "ValidPaths", "path", &prefix)?;
-                    let Some((full, p)) = self.path_with_prefix(found, &prefix, h)? else {
-                        return Ok(None);
-                    };
-                    self.path_row(row, p, &full).map(Some)
-                })())
-            })
-            .optional()
-            .ctx("querying path info")?;
-        match row.transpose()?.flatten() {
-            None => Ok(None),
-            Some(row) => self.finish_path_info(row).map(Some),
+        self.path_info_query(Q_PATH_INFO_BY_PREFIX, &prefix, |found| {
+            self.path_with_prefix(found, &prefix, h)
+        })
+    }
+
+    /// Run one of the path info queries: the first row carries the `ValidPaths` columns (0..=7) and the first
+    /// reference (8), further rows one reference each. `pick` decides from the path column (7) whether the
+    /// row is the one asked for.
+    fn path_info_query(
+        &self,
+        sql: &'static str,
+        param: &str,
+        pick: impl FnOnce(Option<String>) -> Result<Option<(String, StorePath)>, DbError>,
+    ) -> Result<Option<ValidPathInfo>, DbError> {
+        let context = "querying path info";
+        let mut stmt = self.conn.prepare_cached(sql).ctx(context)?;
+        let mut rows = stmt.query([param]).ctx(context)?;
+        let Some(first) = rows.next().ctx(context)? else {
+            return Ok(None);
+        };
+        let Some((full, path)) = pick(text_col(first, 7, "ValidPaths", "path", param)?)? else {
+            return Ok(None);
+        };
+        let mut info = self.path_row(first, path, &full)?;
+        let mut row = Some(first);
+        while let Some(r) = row {
+            if let Some(reference) = text_col(r, 8, "Refs", "reference", &full)? {
+                info.references
+                    .push(self.parse_path("Refs", "reference", &full, &reference)?);
+            }
+            row = rows.next().ctx(context)?;
         }
+        info.references.sort();
+        info.references.dedup();
+        Ok(Some(info))
     }
 
     /// The valid store path with this hash part, if any (Nix's `queryPathFromHashPart`).
@@ -549,60 +563,44 @@ impl StoreDb {
         Ok(paths)
     }
 
-    /// Decode the `ValidPaths` columns 0..=7 of [`Q_PATH_INFO`] (references come later).
-    fn path_row(&self, row: &Row<'_>, path: StorePath, full: &str) -> Result<PathRow, DbError> {
+    /// Decode the `ValidPaths` columns 0..=6 of [`Q_PATH_INFO`] (references come later).
+    fn path_row(
+        &self,
+        row: &Row<'_>,
+        path: StorePath,
+        full: &str,
+    ) -> Result<ValidPathInfo, DbError> {
         const T: &str = "ValidPaths";
-        let id = int_col(row, 0, T, "id", full)?
-            .ok_or_else(|| corrupt(T, "id", full, "NULL", "missing"))?;
-        let hash = required_text(row, 1, T, "hash", full)?;
+        let hash = required_text(row, 0, T, "hash", full)?;
         let nar_hash = Hash::parse(&hash)
             .map_err(|e| e.to_string())
             .and_then(|h| NarHash::try_from(h).map_err(|e| e.to_string()))
             .map_err(|reason| corrupt(T, "hash", full, &hash, &reason))?;
-        let registration_time = int_col(row, 2, T, "registrationTime", full)?.unwrap_or(0);
-        let deriver = match text_col(row, 3, T, "deriver", full)? {
+        let registration_time = int_col(row, 1, T, "registrationTime", full)?.unwrap_or(0);
+        let deriver = match text_col(row, 2, T, "deriver", full)? {
             // Nix writes NULL for "no deriver"; very old databases may hold an empty string.
             Some(d) if !d.is_empty() => Some(self.parse_path(T, "deriver", full, &d)?),
             _ => None,
         };
-        let nar_size = match int_col(row, 4, T, "narSize", full)? {
+        let nar_size = match int_col(row, 3, T, "narSize", full)? {
             None => 0,
             Some(n) => u64::try_from(n)
                 .map_err(|_| corrupt(T, "narSize", full, &n.to_string(), "negative"))?,
         };
-        let ultimate = int_col(row, 5, T, "ultimate", full)? == Some(1);
-        let signatures = split_sigs(text_col(row, 6, T, "sigs", full)?.as_deref());
-        let ca = text_col(row, 7, T, "ca", full)?.filter(|ca| !ca.is_empty());
-        Ok(PathRow {
-            id,
-            info: ValidPathInfo {
-                path,
-                nar_hash,
-                nar_size,
-                registration_time,
-                deriver,
-                ultimate,
-                signatures,
-                ca,
-                references: Vec::new(),
-            },
+        let ultimate = int_col(row, 4, T, "ultimate", full)? == Some(1);
+        let signatures = split_sigs(text_col(row, 5, T, "sigs", full)?.as_deref());
+        let ca = text_col(row, 6, T, "ca", full)?.filter(|ca| !ca.is_empty());
+        Ok(ValidPathInfo {
+            path,
+            nar_hash,
+            nar_size,
+            registration_time,
+            deriver,
+            ultimate,
+            signatures,
+            ca,
+            references: Vec::new(),
         })
-    }
-
-    fn finish_path_info(&self, row: PathRow) -> Result<ValidPathInfo, DbError> {
-        let context = "querying references";
-        let PathRow { id, mut info } = row;
-        let full = self.store_dir.display(&info.path);
-        let mut stmt = self.conn.prepare_cached(Q_REFERENCES_BY_ID).ctx(context)?;
-        let mut rows = stmt.query([id]).ctx(context)?;
-        while let Some(row) = rows.next().ctx(context)? {
-            let r = required_text(row, 0, "Refs", "reference", &full)?;
-            info.references
-                .push(self.parse_path("Refs", "reference", &full, &r)?);
-        }
-        info.references.sort();
-        info.references.dedup();
-        Ok(info)
     }
 
     fn parse_path(
