@@ -1255,3 +1255,117 @@ fn write_schema_file(file: &Path, version: u32) -> Result<(), DbError> {
     f.sync_all().map_err(io)?;
     fs::rename(&tmp, file).map_err(io)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use harmonia_utils_hash::NarHash;
+
+    fn sp(base: &str) -> StorePath {
+        StorePath::from_base_name(base).expect("store path")
+    }
+
+    fn info(path: &str, refs: &[&str]) -> ValidPathInfo {
+        ValidPathInfo {
+            path: sp(path),
+            nar_hash: NarHash::digest_of(b""),
+            nar_size: 0,
+            registration_time: 0,
+            deriver: None,
+            ultimate: false,
+            signatures: vec![],
+            ca: None,
+            references: refs.iter().map(|r| sp(r)).collect(),
+        }
+    }
+
+    const A: &str = "00000000000000000000000000000000-a";
+    const B: &str = "11111111111111111111111111111111-b";
+    const C: &str = "22222222222222222222222222222222-c";
+
+    #[test]
+    fn signatures_are_a_sorted_set_and_null_when_empty() {
+        assert_eq!(split_sigs(None), Vec::<String>::new());
+        assert_eq!(split_sigs(Some("")), Vec::<String>::new());
+        assert_eq!(
+            split_sigs(Some("b:2  a:1 b:2 ")),
+            vec!["a:1".to_string(), "b:2".to_string()]
+        );
+        assert_eq!(join_sigs(&[]), None);
+        assert_eq!(
+            join_sigs(&["b:2".into(), "a:1".into(), "b:2".into()]).as_deref(),
+            Some("a:1 b:2")
+        );
+        assert!(check_sig("cache.nixos.org-1:abc=").is_ok());
+        for bad in ["", "no-colon", "a: b", "a:b\n", "a:\u{7f}"] {
+            assert!(check_sig(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cycles_within_a_batch_are_found_and_self_references_allowed() {
+        let dir = StoreDir::default();
+        assert!(check_no_cycle(&dir, &[info(A, &[A, B]), info(B, &[C]), info(C, &[])]).is_ok());
+        // References to paths outside the batch do not count.
+        assert!(check_no_cycle(&dir, &[info(A, &[C]), info(B, &[C])]).is_ok());
+        assert!(matches!(
+            check_no_cycle(&dir, &[info(A, &[B]), info(B, &[C]), info(C, &[A])]),
+            Err(DbError::ReferenceCycle(_))
+        ));
+        assert!(matches!(
+            check_no_cycle(&dir, &[info(A, &[B]), info(B, &[A, B])]),
+            Err(DbError::ReferenceCycle(_))
+        ));
+        // A long chain does not overflow the stack.
+        let names: Vec<String> = (0..100_000u32)
+            .map(|i| {
+                let mut bytes = [0u8; 20];
+                bytes[..4].copy_from_slice(&i.to_be_bytes());
+                format!("{}-p", StorePathHash::from_bytes(bytes))
+            })
+            .collect();
+        let chain: Vec<ValidPathInfo> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                info(
+                    n,
+                    &names
+                        .get(i + 1)
+                        .map(|r| vec![r.as_str()])
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert!(check_no_cycle(&dir, &chain).is_ok());
+    }
+
+    #[test]
+    fn schema_files_are_read_like_nix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("schema");
+        assert_eq!(read_schema_file(&file).unwrap(), None);
+        write_schema_file(&file, 10).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "10");
+        assert_eq!(read_schema_file(&file).unwrap(), Some(10));
+        std::fs::write(&file, "10\n").unwrap();
+        assert_eq!(read_schema_file(&file).unwrap(), Some(10));
+        std::fs::write(&file, "0").unwrap();
+        assert_eq!(read_schema_file(&file).unwrap(), None);
+        std::fs::write(&file, "ten").unwrap();
+        assert!(matches!(
+            read_schema_file(&file),
+            Err(DbError::UnsupportedSchema { .. })
+        ));
+        assert_eq!(db_dir_of(Path::new("db.sqlite")), PathBuf::from("."));
+    }
+
+    #[test]
+    fn connections_can_move_between_threads() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync>() {}
+        send::<StoreDb>();
+        send_sync::<crate::StoreDbPool>();
+        send_sync::<DbError>();
+    }
+}

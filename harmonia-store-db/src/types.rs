@@ -134,3 +134,43 @@ pub struct Realisation {
     /// The realisations of other derivation outputs this one was built from, with their output paths.
     pub dependent_realisations: BTreeMap<DrvOutput, StorePath>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drv_output_ids_round_trip_in_base16() {
+        let hex = "51ba97a3f60b9b69ed39d2f0e862fee13442f678777013bb3e379f033a1dcbc2";
+        let id: DrvOutput = format!("sha256:{hex}!out").parse().unwrap();
+        assert_eq!(id.output_name(), "out");
+        assert_eq!(id.db_hash(), format!("sha256:{hex}"));
+        assert_eq!(id.to_string(), format!("sha256:{hex}!out"));
+        // Other encodings of the same hash give the same id.
+        let nix32 = id.drv_hash().to_nix_base32();
+        assert_eq!(
+            format!("sha256:{nix32}!out").parse::<DrvOutput>().unwrap(),
+            id
+        );
+        assert_eq!(DrvOutput::new(*id.drv_hash(), "out").unwrap(), id);
+        assert!(DrvOutput::new(*id.drv_hash(), "a!b").is_err());
+        for bad in [
+            "",
+            "!out",
+            "sha256:!out",
+            &format!("sha256:{hex}"),
+            &format!("sha256:{hex}!"),
+            &format!("sha256:{hex}!o ut"),
+            &format!("sha1:{}!out", &hex[..40]),
+            &format!("sha256:{hex}x!out"),
+        ] {
+            assert!(
+                matches!(
+                    bad.parse::<DrvOutput>(),
+                    Err(DbError::InvalidDrvOutput { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+}
