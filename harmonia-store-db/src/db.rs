@@ -414,14 +414,20 @@ impl StoreDb {
             .is_some())
     }
 
-    /// The subset of `paths` that is valid, in the given order.
+    /// The subset of `paths` that is valid, in the given order, from one snapshot of the database.
     pub fn query_valid_paths(&self, paths: &[StorePath]) -> Result<Vec<StorePath>, DbError> {
+        let context = "checking path validity";
+        // One read transaction for the whole batch: one WAL read lock instead of one per path. It only reads,
+        // so dropping it (rollback) is the same as committing. Inside a write transaction of this connection
+        // (impossible through this API) it would fail rather than nest.
+        let tx = self.conn.unchecked_transaction().ctx(context)?;
         let mut valid = Vec::new();
         for p in paths {
             if self.is_valid_path(p)? {
                 valid.push(p.clone());
             }
         }
+        tx.finish().ctx(context)?;
         Ok(valid)
     }
 

@@ -44,6 +44,19 @@ fn path_info_matches_nix_path_info_for_every_fixture_path() {
         );
         assert!(db.is_valid_path(&info.path).expect("valid"));
     }
+    // Batch validity keeps the valid ones, in order.
+    let unknown = sp(&format!("/nix/store/{}-unknown", "0".repeat(32)));
+    let asked = vec![
+        sp(&fx.paths.top),
+        unknown.clone(),
+        sp(&fx.paths.dep),
+        unknown,
+    ];
+    assert_eq!(
+        db.query_valid_paths(&asked).expect("valid paths"),
+        vec![sp(&fx.paths.top), sp(&fx.paths.dep)]
+    );
+    assert_eq!(db.query_valid_paths(&[]).expect("valid paths"), vec![]);
     // The fixture covers the interesting columns: a deriver, ultimate, CA, references.
     let top = db.query_path_info(&sp(&fx.paths.top)).unwrap().unwrap();
     assert_eq!(
