@@ -10,6 +10,21 @@
 //! the database in WAL mode, so read-only connections see what a running nix-daemon commits.
 //!
 //! The table layout is Nix's `schema.sql` (store schema 10) and `ca-specific-schema.sql` (CA schema 3).
+//!
+//! ```no_run
+//! use harmonia_store_db::StoreDbPool;
+//! use harmonia_store_path::StoreDir;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = StoreDbPool::new("/nix/var/nix/db/db.sqlite", StoreDir::default(), 8)?;
+//! let hash = "0xi9q7rbv8vks3hjpw7pg5j34m1dqw1m".parse()?;
+//! // Blocking: from async code, call this inside tokio::task::spawn_blocking.
+//! if let Some(info) = pool.with_conn(|db| db.query_path_info_by_hash_part(&hash))? {
+//!     println!("{} {} {}", info.path, info.nar_hash, info.nar_size);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 #![deny(unsafe_code)]
 
 mod db;
