@@ -25,7 +25,7 @@ fn batch() -> impl Strategy<Value = Vec<ValidPathInfo>> {
     prop::collection::btree_set(store_path(), 1..12).prop_flat_map(|paths| {
         let paths: Vec<StorePath> = paths.into_iter().collect();
         let n = paths.len();
-        let infos = paths
+        paths
             .iter()
             .enumerate()
             .map(|(i, p)| {
@@ -65,8 +65,7 @@ fn batch() -> impl Strategy<Value = Vec<ValidPathInfo>> {
                         },
                     )
             })
-            .collect::<Vec<_>>();
-        infos
+            .collect::<Vec<_>>()
     })
 }
 
