@@ -486,3 +486,57 @@ fn realisations_table_is_created_on_demand() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn registration_interleaves_with_nix_writing_the_same_database() {
+    // Our writer and a real nix-store process write at the same time; SQLite's locking (our immediate
+    // transactions with a busy timeout, Nix's retries) must serialise them without losing either side.
+    let src = FixtureStore::new();
+    let dst = FixtureStore::new();
+    let ours: Vec<String> = (0..15)
+        .map(|i| src.add_text(&format!("ours-{i}"), format!("ours {i}\n").as_bytes()))
+        .collect();
+    let src_db = open_ro(&src);
+    for p in &ours {
+        copy_store_files(&src, &dst, p);
+    }
+    let infos: Vec<ValidPathInfo> = ours.iter().map(|p| info_of(&src_db, p)).collect();
+    let mut db = open_rw(&dst);
+    // Keep registering (inserts first, then in-place updates) for as long as Nix is adding paths, so that
+    // our transactions overlap every one of Nix's.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut rounds = 0;
+    let theirs = std::thread::scope(|s| {
+        let nix = s.spawn(|| {
+            let added: Vec<String> = (0..15)
+                .map(|i| dst.add_text(&format!("theirs-{i}"), format!("theirs {i}\n").as_bytes()))
+                .collect();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            added
+        });
+        while !done.load(std::sync::atomic::Ordering::SeqCst) || rounds == 0 {
+            for info in &infos {
+                db.register_valid_paths(std::slice::from_ref(info))
+                    .expect("register while nix writes");
+            }
+            rounds += 1;
+        }
+        nix.join().expect("nix thread")
+    });
+    assert!(
+        rounds > 1,
+        "Nix finished before our first round: no overlap was tested"
+    );
+    let mut expected: Vec<String> = ours.iter().chain(&theirs).cloned().collect();
+    expected.sort();
+    assert_eq!(nix_all_paths(&dst), expected);
+    assert_eq!(
+        db.query_all_valid_paths()
+            .unwrap()
+            .iter()
+            .map(full)
+            .collect::<Vec<_>>(),
+        expected
+    );
+    nix_verify(&dst).expect("verify after concurrent writes");
+}
