@@ -1,5 +1,6 @@
 //! [`StoreDb`]: one connection to Nix's `db.sqlite`.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::Write as _;
@@ -87,6 +88,8 @@ pub struct StoreDb {
     store_dir: StoreDir,
     path: PathBuf,
     read_only: bool,
+    /// Set once the CA tables were seen (they are never dropped), to skip the `sqlite_master` lookups.
+    ca_tables: Cell<bool>,
 }
 
 impl StoreDb {
@@ -109,6 +112,7 @@ impl StoreDb {
             store_dir,
             path,
             read_only: true,
+            ca_tables: Cell::new(false),
         };
         db.configure_connection()?;
         match db.check_tables() {
@@ -158,6 +162,7 @@ impl StoreDb {
             store_dir,
             path,
             read_only: false,
+            ca_tables: Cell::new(false),
         };
         db.configure_connection()?;
         let open_err = |source| DbError::Open {
@@ -271,6 +276,15 @@ impl StoreDb {
             .query_row([name], |_| Ok(()))
             .optional()
             .map(|r| r.is_some())
+    }
+
+    /// Whether `Realisations` and `RealisationsRefs` exist (Nix creates them only with ca-derivations on).
+    fn has_ca_tables(&self) -> Result<bool, rusqlite::Error> {
+        if !self.ca_tables.get() {
+            let present = self.has_table("Realisations")? && self.has_table("RealisationsRefs")?;
+            self.ca_tables.set(present);
+        }
+        Ok(self.ca_tables.get())
     }
 
     /// Change how long statements wait for another process's lock (default [`DEFAULT_BUSY_TIMEOUT`]).
@@ -510,9 +524,7 @@ impl StoreDb {
     /// [`StoreDb::query_realisation`] for an already parsed id.
     pub fn query_realisation_by_id(&self, id: &DrvOutput) -> Result<Option<Realisation>, DbError> {
         let context = "querying a realisation";
-        if !self.has_table("Realisations").ctx(context)?
-            || !self.has_table("RealisationsRefs").ctx(context)?
-        {
+        if !self.has_ca_tables().ctx(context)? {
             return Ok(None);
         }
         let Some((row_id, out_path, signatures)) = self.realisation_core(id)? else {
@@ -879,8 +891,7 @@ impl StoreDb {
     /// enabled), and write `ca-schema` if missing. Refuses a CA schema older than version 2.
     pub fn ensure_ca_schema(&mut self) -> Result<(), DbError> {
         let context = "checking the CA schema";
-        let present = self.has_table("Realisations").ctx(context)?
-            && self.has_table("RealisationsRefs").ctx(context)?;
+        let present = self.has_ca_tables().ctx(context)?;
         if self.read_only {
             return if present {
                 Ok(())

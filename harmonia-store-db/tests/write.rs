@@ -459,9 +459,13 @@ fn realisations_table_is_created_on_demand() {
         signatures: vec!["k:SIG".into()],
         dependent_realisations: BTreeMap::new(),
     };
+    let reader = open_ro(&fx.store);
     assert_eq!(db.query_realisation_by_id(&r.id).unwrap(), None);
+    assert_eq!(reader.query_realisation_by_id(&r.id).unwrap(), None);
     db.register_realisation(&r).unwrap();
     assert_eq!(db.query_realisation_by_id(&r.id).unwrap(), Some(r.clone()));
+    // A reader that was open before the tables existed sees them now.
+    assert_eq!(reader.query_realisation_by_id(&r.id).unwrap(), Some(r.clone()));
     assert_eq!(
         std::fs::read_to_string(fx.store.db_path().with_file_name("ca-schema")).unwrap(),
         "3"
