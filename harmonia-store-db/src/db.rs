@@ -664,9 +664,10 @@ impl StoreDb {
         derivation_outputs: &[(StorePath, String, StorePath)],
     ) -> Result<(), DbError> {
         self.check_writable()?;
-        for info in infos {
-            self.check_info(info)?;
-        }
+        let cas = infos
+            .iter()
+            .map(|info| self.check_info(info))
+            .collect::<Result<Vec<_>, _>>()?;
         for (drv, name, _) in derivation_outputs {
             check_output_name(name).map_err(|reason| DbError::InvalidInput {
                 path: self.store_dir.display(drv),
@@ -690,14 +691,14 @@ impl StoreDb {
             let mut id_stmt = tx.prepare_cached(Q_IS_VALID).ctx(context)?;
             let mut insert = tx.prepare_cached(S_INSERT_PATH).ctx(context)?;
             let mut update = tx.prepare_cached(S_UPDATE_PATH).ctx(context)?;
-            for info in infos {
+            for (info, ca) in infos.iter().zip(&cas) {
                 let full = self.store_dir.display(&info.path);
                 let nar_hash = info.nar_hash.to_typed_base16();
                 // Nix writes NULL rather than 0 / false / "" for these.
                 let nar_size = (info.nar_size != 0).then_some(info.nar_size as i64);
                 let ultimate = info.ultimate.then_some(1i64);
                 let sigs = join_sigs(&info.signatures);
-                let ca = info.ca.as_deref();
+                let ca = ca.as_deref();
                 let existing: Option<i64> = id_stmt
                     .query_row([&full], |r| r.get(0))
                     .optional()
@@ -784,7 +785,8 @@ impl StoreDb {
     }
 
     /// Validate what Nix would refuse or could not read back.
-    fn check_info(&self, info: &ValidPathInfo) -> Result<(), DbError> {
+    /// Returns the content address in Nix's canonical rendering (what Nix stores after parsing it).
+    fn check_info(&self, info: &ValidPathInfo) -> Result<Option<String>, DbError> {
         let path = || self.store_dir.display(&info.path);
         if i64::try_from(info.nar_size).is_err() {
             return Err(DbError::InvalidInput {
@@ -820,8 +822,9 @@ impl StoreDb {
                     expected: self.store_dir.display(&expected),
                 });
             }
+            return Ok(Some(parsed.to_string()));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The store path a content address gives for this name and these references (Nix's

@@ -465,7 +465,10 @@ fn realisations_table_is_created_on_demand() {
     db.register_realisation(&r).unwrap();
     assert_eq!(db.query_realisation_by_id(&r.id).unwrap(), Some(r.clone()));
     // A reader that was open before the tables existed sees them now.
-    assert_eq!(reader.query_realisation_by_id(&r.id).unwrap(), Some(r.clone()));
+    assert_eq!(
+        reader.query_realisation_by_id(&r.id).unwrap(),
+        Some(r.clone())
+    );
     assert_eq!(
         std::fs::read_to_string(fx.store.db_path().with_file_name("ca-schema")).unwrap(),
         "3"
@@ -543,4 +546,25 @@ fn registration_interleaves_with_nix_writing_the_same_database() {
         expected
     );
     nix_verify(&dst).expect("verify after concurrent writes");
+}
+
+#[test]
+fn content_addresses_are_stored_as_nix_renders_them() {
+    // A client may send the CA hash in base16; Nix parses it and stores its canonical (nix-base32) form.
+    let fx = standard_fixture();
+    let src_db = open_ro(&fx.store);
+    let dst = FixtureStore::new();
+    copy_store_files(&fx.store, &dst, &fx.paths.text_file);
+    let mut info = info_of(&src_db, &fx.paths.text_file);
+    let canonical = info.ca.clone().expect("fixture text file has a CA");
+    let ca: harmonia_store_path::ContentAddress = canonical.parse().unwrap();
+    let base16 = format!("fixed:r:{}", ca.hash().to_typed_base16());
+    assert_ne!(base16, canonical);
+    info.ca = Some(base16);
+    open_rw(&dst).register_valid_paths(&[info]).unwrap();
+    assert_eq!(
+        dst.path_info(&[&fx.paths.text_file])[0]["ca"],
+        serde_json::json!(canonical)
+    );
+    nix_verify(&dst).expect("verify");
 }
