@@ -642,7 +642,7 @@ nix_struct! {
 /// RegisterDrvOutput, in the form of the negotiated version. Reply: none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegisterDrvOutputRequest {
-    /// Before 1.31: the output id ("sha256:<hex>!out") and the output path's base name.
+    /// Before 1.31: the output id (`sha256:<hex>!out`) and the output path's base name.
     Legacy {
         /// Derivation output id.
         id: String,
@@ -682,7 +682,7 @@ nix_struct! {
     /// QueryRealisation. Reply: [`QueryRealisationResponse`].
     #[derive(Debug, Clone, Default, PartialEq, Eq)]
     pub struct QueryRealisationRequest {
-        /// Derivation output id ("sha256:<hex>!out").
+        /// Derivation output id (`sha256:<hex>!out`).
         pub id: ShortString,
     }
 }
