@@ -2,6 +2,9 @@
 //! what `nix path-info --all` asks for thousands of times), reading framed streams
 //! (AddToStoreNar) and finding a NAR's end (AddMultipleToStore, old AddToStore).
 
+// `criterion_group!` generates an undocumented public function.
+#![allow(missing_docs)]
+
 use std::collections::BTreeSet;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
