@@ -49,6 +49,10 @@ fn bench(c: &mut Criterion) {
     c.bench_function("narinfo fingerprint", |b| {
         b.iter(|| black_box(&ni).fingerprint(&sd))
     });
+    let fp = ni.fingerprint(&sd);
+    c.bench_function("ed25519 sign of the fingerprint alone", |b| {
+        b.iter(|| key.sign(black_box(fp.as_bytes())))
+    });
     c.bench_function("narinfo sign+render (per request)", |b| {
         b.iter(|| {
             let mut n = black_box(&ni).clone();
