@@ -650,8 +650,9 @@ impl StoreDb {
     /// the path itself, at other paths of the batch, or at already valid paths; anything else, or a reference
     /// cycle within the batch, rolls the whole transaction back. A `registration_time` of 0 means now.
     ///
-    /// Nix also fills `DerivationOutputs` when a `.drv` becomes valid, by parsing it; this crate does not read
-    /// derivations, so pass those rows to [`StoreDb::register_valid_paths_and_outputs`].
+    /// Nix also fills `DerivationOutputs` when a `.drv` becomes valid, by reading it; this does not read files,
+    /// so pass those rows (see [`crate::parse_derivation_outputs`]) to
+    /// [`StoreDb::register_valid_paths_and_outputs`].
     pub fn register_valid_paths(&mut self, infos: &[ValidPathInfo]) -> Result<(), DbError> {
         self.register_valid_paths_and_outputs(infos, &[])
     }

@@ -117,6 +117,14 @@ pub enum DbError {
         /// The store path the content address gives.
         expected: String,
     },
+    /// A derivation file (`.drv`, ATerm) could not be read.
+    #[error("invalid derivation at byte {offset}: {reason}")]
+    InvalidDerivation {
+        /// Where in the file.
+        offset: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// A derivation output id (`sha256:<hex>!<output>`) is malformed.
     #[error("invalid derivation output id {id:?}: {reason}")]
     InvalidDrvOutput {

@@ -28,12 +28,14 @@
 #![deny(unsafe_code)]
 
 mod db;
+mod drv;
 mod error;
 mod pool;
 mod schema;
 mod types;
 
 pub use db::{DEFAULT_BUSY_TIMEOUT, StoreDb};
+pub use drv::parse_derivation_outputs;
 pub use error::DbError;
 pub use pool::StoreDbPool;
 pub use schema::{NIX_CA_SCHEMA_VERSION, NIX_SCHEMA_VERSION};

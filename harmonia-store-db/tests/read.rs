@@ -385,3 +385,63 @@ fn realisation_query_without_ca_tables_is_none() {
     let id = format!("sha256:{}!out", "1".repeat(64));
     assert_eq!(db.query_realisation(&id).unwrap(), None);
 }
+
+#[test]
+fn derivation_outputs_parsed_from_drv_files_match_the_rows_nix_wrote() {
+    let store = ca_store();
+    let ca = write_nix(&store, "ca.nix", CA_NIX);
+    store.run(
+        store
+            .nix("nix-build")
+            .arg("--store")
+            .arg(store.root())
+            .arg("--no-out-link")
+            .arg(&ca),
+    );
+    let multi = write_nix(
+        &store,
+        "multi.nix",
+        r#"derivation {
+          name = "multi";
+          system = builtins.currentSystem;
+          builder = "/bin/sh";
+          outputs = [ "out" "dev" "lib" ];
+          args = [ "-c" "echo \"quote\" > $out; echo > $dev; echo > $lib" ];
+        }"#,
+    );
+    instantiate(&store, &multi, "");
+    let db = open_ro(&store);
+    let drvs: Vec<_> = db
+        .query_all_valid_paths()
+        .unwrap()
+        .into_iter()
+        .filter(|p| full(p).ends_with(".drv"))
+        .collect();
+    assert!(drvs.len() >= 4, "{drvs:?}");
+    let (mut with_outputs, mut floating) = (0, 0);
+    for drv in &drvs {
+        let text = std::fs::read(store.real_path(&full(drv))).unwrap();
+        let parsed = harmonia_store_db::parse_derivation_outputs(&StoreDir::default(), &text)
+            .expect("parse");
+        assert_eq!(
+            parsed,
+            db.query_derivation_outputs(drv).unwrap(),
+            "outputs of {drv}"
+        );
+        if parsed.is_empty() {
+            floating += 1
+        } else {
+            with_outputs += 1
+        }
+        if full(drv).ends_with("-multi.drv") {
+            assert_eq!(
+                parsed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+                ["dev", "lib", "out"]
+            );
+        }
+    }
+    assert!(
+        with_outputs >= 1 && floating >= 2,
+        "{with_outputs} with outputs, {floating} floating"
+    );
+}

@@ -130,3 +130,12 @@ proptest! {
         prop_assert_eq!(db.query_all_valid_paths().unwrap().len(), infos.len());
     }
 }
+
+proptest! {
+    #[test]
+    fn derivation_parsing_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300), prefix in any::<bool>()) {
+        let mut input = if prefix { b"Derive([(\"out\",\"".to_vec() } else { Vec::new() };
+        input.extend_from_slice(&bytes);
+        let _ = harmonia_store_db::parse_derivation_outputs(&StoreDir::default(), &input);
+    }
+}

@@ -84,14 +84,17 @@ fn registered_copies_are_accepted_by_real_nix() {
     for p in &paths {
         copy_store_files(&fx.store, &dst, p);
     }
-    // DerivationOutputs rows, as Nix records them when a .drv becomes valid.
-    let outputs: Vec<_> = [
-        (&fx.paths.dep_drv, &fx.paths.dep),
-        (&fx.paths.top_drv, &fx.paths.top),
-    ]
-    .into_iter()
-    .map(|(drv, out)| (sp(drv), "out".to_string(), sp(out)))
-    .collect();
+    // DerivationOutputs rows, as Nix records them when a .drv becomes valid: read from the drv files.
+    let mut outputs = Vec::new();
+    for drv in paths.iter().filter(|p| p.ends_with(".drv")) {
+        let text = std::fs::read(fx.store.real_path(drv)).unwrap();
+        for (name, out) in
+            harmonia_store_db::parse_derivation_outputs(&StoreDir::default(), &text).unwrap()
+        {
+            outputs.push((sp(drv), name, out));
+        }
+    }
+    assert_eq!(outputs.len(), 2, "{outputs:?}");
     let mut db = open_rw(&dst);
     db.register_valid_paths_and_outputs(&infos, &outputs)
         .expect("register");
