@@ -475,3 +475,33 @@ fn non_utf8_safe_garbage_never_panics() {
         let _ = parse(text);
     }
 }
+
+#[test]
+fn other_store_dirs_are_respected() {
+    let gnu = StoreDir::new("/gnu/store").unwrap();
+    let ni = parse(&sample()).unwrap();
+    let text = ni.render(&gnu);
+    assert!(text.starts_with(&format!("StorePath: /gnu/store/{H1}-hello-2.12\n")));
+    // References and Deriver stay base names whatever the store dir.
+    assert!(text.contains(&format!("\nReferences: {H1}-hello-2.12 {H2}-glibc-2.35\n")));
+    assert_eq!(NarInfo::parse(&gnu, &text).unwrap(), ni);
+    assert!(matches!(
+        NarInfo::parse(&gnu, &sample()).unwrap_err(),
+        NarInfoError::InvalidStorePath {
+            field: Field::StorePath,
+            line: 1,
+            ..
+        }
+    ));
+    let fp = ni.fingerprint(&gnu);
+    assert!(fp.starts_with(&format!("1;/gnu/store/{H1}-hello-2.12;")));
+    assert!(fp.ends_with(&format!(
+        ";/gnu/store/{H1}-hello-2.12,/gnu/store/{H2}-glibc-2.35"
+    )));
+    // A signature made for one store dir does not verify for another.
+    let key = SecretKey::from_seed("k", &[4; 32]).unwrap();
+    let mut signed = ni.clone();
+    signed.sign(&gnu, &key);
+    assert!(signed.verify(&gnu, &[key.to_public_key()]));
+    assert!(!signed.verify(&sd(), &[key.to_public_key()]));
+}
