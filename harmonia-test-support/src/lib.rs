@@ -4,6 +4,17 @@
 //! directories, so the real Nix used as an oracle never touches the machine's `/nix` or `~/.cache`.
 //! All helpers panic with a clear message (including Nix's stderr) when a command fails: this is
 //! test code, and a failing oracle is a failing test.
+//!
+//! ```
+//! use harmonia_test_support::standard_fixture;
+//!
+//! let fx = standard_fixture();
+//! // Real Nix's NAR of a store path, and its metadata from Nix's db.
+//! let nar = fx.store.dump(&fx.paths.text_file);
+//! assert!(nar.starts_with(b"\x0d\0\0\0\0\0\0\0nix-archive-1"));
+//! let info = fx.store.path_info(&[&fx.paths.top]);
+//! assert_eq!(info[0]["deriver"], fx.paths.top_drv.as_str());
+//! ```
 
 use std::ffi::OsStr;
 use std::fs;
