@@ -970,3 +970,66 @@ pub mod typed {
         type Response = Done;
     }
 }
+
+/// An optional duration in microseconds (BuildResult's CPU times): a tag (0 none, 1
+/// some) then the value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OptionalMicros(pub Option<u64>);
+
+impl NixSerialize for OptionalMicros {
+    fn serialize(&self, enc: &mut Encoder) {
+        match self.0 {
+            None => enc.write_u64(0),
+            Some(v) => {
+                enc.write_u64(1);
+                enc.write_u64(v);
+            }
+        }
+    }
+}
+
+impl NixDeserialize for OptionalMicros {
+    async fn deserialize<R: AsyncRead + Unpin + Send>(r: &mut NixReader<R>) -> Result<Self> {
+        match r.read_u64().await? {
+            0 => Ok(OptionalMicros(None)),
+            1 => Ok(OptionalMicros(Some(r.read_u64().await?))),
+            t => Err(ProtocolError::invalid(
+                "optional tag",
+                t.to_string().as_bytes(),
+            )),
+        }
+    }
+}
+
+nix_struct! {
+    /// Nix's `BuildResult` (reply of BuildDerivation, and per path of
+    /// BuildPathsWithResults), with the fields of each version.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct BuildResult {
+        /// Status code (0 Built, 1 Substituted, 2 AlreadyValid, 3 PermanentFailure, ...).
+        pub status: u64,
+        /// Error message, empty on success.
+        pub error_msg: String,
+        /// How many times the derivation was built (from 1.29).
+        @since(1, 29) pub times_built: u64,
+        /// Whether repeated builds differed (from 1.29).
+        @since(1, 29) pub is_non_deterministic: bool,
+        /// Start time, seconds since the epoch (from 1.29).
+        @since(1, 29) pub start_time: u64,
+        /// Stop time, seconds since the epoch (from 1.29).
+        @since(1, 29) pub stop_time: u64,
+        /// User CPU time (from 1.37).
+        @since(1, 37) pub cpu_user: OptionalMicros,
+        /// System CPU time (from 1.37).
+        @since(1, 37) pub cpu_system: OptionalMicros,
+        /// Built outputs: derivation output id to realisation JSON (from 1.28).
+        @since(1, 28) pub built_outputs: BTreeMap<String, String>,
+    }
+}
+
+operation!(BuildDerivationRequest, BuildDerivation, BuildResult);
+operation!(
+    BuildPathsRequest,
+    BuildPathsWithResults,
+    Vec<(String, BuildResult)>
+);

@@ -618,6 +618,41 @@ async fn set_options_and_output_map_fixtures() {
 }
 
 #[test]
+fn build_result_fixtures() {
+    use harmonia_protocol::request::{BuildResult, OptionalMicros};
+    let br = BuildResult {
+        status: 3,
+        error_msg: "builder failed".into(),
+        times_built: 1,
+        is_non_deterministic: false,
+        start_time: 10,
+        stop_time: 20,
+        cpu_user: OptionalMicros(Some(5)),
+        cpu_system: OptionalMicros(None),
+        built_outputs: [("sha256:00!out".to_string(), "{}".to_string())].into(),
+    };
+    let at = |minor: u8| {
+        let mut w = writer(minor);
+        w.write(&br);
+        w.buffer().to_vec()
+    };
+    assert_eq!(at(27), cat(&[u(3), s("builder failed")]));
+    assert_eq!(
+        at(28),
+        cat(&[u(3), s("builder failed"), u(1), s("sha256:00!out"), s("{}")])
+    );
+    let v29 = cat(&[u(3), s("builder failed"), u(1), u(0), u(10), u(20)]);
+    assert_eq!(
+        at(34),
+        cat(&[v29.clone(), u(1), s("sha256:00!out"), s("{}")])
+    );
+    assert_eq!(
+        at(37),
+        cat(&[v29, u(1), u(5), u(0), u(1), s("sha256:00!out"), s("{}")])
+    );
+}
+
+#[test]
 fn writer_types_are_send() {
     fn is_send<T: Send>() {}
     is_send::<NixReader<tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>>>();

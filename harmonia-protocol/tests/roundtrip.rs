@@ -391,6 +391,40 @@ proptest! {
     }
 
     #[test]
+    fn build_results_round_trip(minor in 21u8..=38, n in any::<[u64; 6]>(), b in any::<bool>(), msg in text(), outs in btree_map(text(), text(), 0..3), cpu in option::of(any::<u64>())) {
+        let full = BuildResult {
+            status: n[0],
+            error_msg: msg,
+            times_built: n[1],
+            is_non_deterministic: b,
+            start_time: n[2],
+            stop_time: n[3],
+            cpu_user: OptionalMicros(cpu),
+            cpu_system: OptionalMicros(Some(n[4])),
+            built_outputs: outs,
+        };
+        // Fields newer than the version are not sent and read back as their default.
+        let mut expected = full.clone();
+        if minor < 29 {
+            expected.times_built = 0;
+            expected.is_non_deterministic = false;
+            expected.start_time = 0;
+            expected.stop_time = 0;
+        }
+        if minor < 37 {
+            expected.cpu_user = OptionalMicros(None);
+            expected.cpu_system = OptionalMicros(None);
+        }
+        if minor < 28 {
+            expected.built_outputs.clear();
+        }
+        round_trip(minor, &full, &expected)?;
+        let keyed = vec![("/nix/store/x.drv!out".to_string(), full)];
+        let keyed_expected = vec![("/nix/store/x.drv!out".to_string(), expected)];
+        round_trip(minor, &keyed, &keyed_expected)?;
+    }
+
+    #[test]
     fn stderr_messages_round_trip(
         minor in 21u8..=38,
         line in text(),
