@@ -15,11 +15,12 @@ use crate::handshake::{ClientHandshake, Negotiated, client_handshake};
 use crate::multiple::MultipleWriter;
 use crate::nar::NarPassthrough;
 use crate::request::{
-    AddMultipleToStoreRequest, AddToStoreNarRequest, Operation, QueryPathFromHashPartRequest,
-    QueryPathInfoResponse, QueryValidPathsRequest, SetOptionsRequest, typed,
+    AddBuildLogRequest, AddMultipleToStoreRequest, AddToStoreNarRequest, AddToStoreRequest,
+    AddToStoreResponse, Done, Operation, QueryPathFromHashPartRequest, QueryPathInfoResponse,
+    QueryValidPathsRequest, SetOptionsRequest, typed,
 };
 use crate::stderr::StderrMsg;
-use crate::types::{UnkeyedValidPathInfo, ValidPathInfo};
+use crate::types::{StorePathBase, UnkeyedValidPathInfo, ValidPathInfo};
 use crate::version::{PROTOCOL_VERSION, ProtocolVersion};
 use crate::wire::{MAX_STRING, NixReader, NixWriter};
 
@@ -232,13 +233,66 @@ where
     ) -> Result<()> {
         self.send(req).await?;
         if self.version() >= ProtocolVersion::new(1, 23) {
-            let mut framed = FramedWriter::new(self.writer.inner_mut());
-            tokio::io::copy(nar, &mut framed).await?;
-            framed.shutdown().await?;
-            self.process_stderr(None).await
+            let sent = self.send_framed(nar).await;
+            self.finish_upload(sent).await
         } else {
             self.process_stderr(Some(nar)).await
         }
+    }
+
+    async fn send_framed<N: AsyncRead + Unpin>(&mut self, data: &mut N) -> Result<()> {
+        let mut framed = FramedWriter::new(self.writer.inner_mut());
+        tokio::io::copy(data, &mut framed).await?;
+        framed.shutdown().await?;
+        Ok(())
+    }
+
+    /// After sending data: the daemon's verdict. If sending failed because the daemon
+    /// gave up early (and said why), its error is more useful than a broken pipe.
+    async fn finish_upload(&mut self, sent: Result<()>) -> Result<()> {
+        match sent {
+            Ok(()) => self.process_stderr(None).await,
+            Err(send_err) => match self.process_stderr(None).await {
+                Err(remote @ ProtocolError::Remote(_)) => Err(remote),
+                _ => Err(send_err),
+            },
+        }
+    }
+
+    /// AddToStore: the CA form (1.25+) sends `data` framed, the legacy form sends it as
+    /// is (it must be a NAR). Returns the reply of the negotiated version.
+    pub async fn add_to_store<N: AsyncRead + Unpin + Send>(
+        &mut self,
+        req: &AddToStoreRequest,
+        data: &mut N,
+    ) -> Result<AddToStoreResponse> {
+        self.send(req).await?;
+        let sent = match req {
+            AddToStoreRequest::Ca { .. } => self.send_framed(data).await,
+            AddToStoreRequest::Legacy { .. } => {
+                match tokio::io::copy(data, self.writer.inner_mut()).await {
+                    Ok(_) => self.writer.flush().await,
+                    Err(e) => Err(e.into()),
+                }
+            }
+        };
+        self.finish_upload(sent).await?;
+        self.reader.read().await
+    }
+
+    /// AddBuildLog: stores `log` as the build log of `drv` (sent framed).
+    pub async fn add_build_log<N: AsyncRead + Unpin + Send>(
+        &mut self,
+        drv: &StorePath,
+        log: &mut N,
+    ) -> Result<()> {
+        self.send(&AddBuildLogRequest {
+            drv_path: StorePathBase(drv.clone()),
+        })
+        .await?;
+        let sent = self.send_framed(log).await;
+        self.finish_upload(sent).await?;
+        self.reader.read::<Done>().await.map(|_| ())
     }
 
     /// AddMultipleToStore: sends each path's info and NAR in one framed stream.
@@ -254,13 +308,8 @@ where
         })
         .await?;
         let store_dir = self.reader.store_dir().clone();
-        let mut m =
-            MultipleWriter::begin(self.writer.inner_mut(), store_dir, paths.len() as u64).await?;
-        for (info, nar) in paths.iter_mut() {
-            m.add(info, nar).await?;
-        }
-        m.finish().await?;
-        self.process_stderr(None).await
+        let sent = send_multiple(self.writer.inner_mut(), store_dir, paths).await;
+        self.finish_upload(sent).await
     }
 
     /// The reading half, for operations this type has no helper for.
@@ -272,4 +321,17 @@ where
     pub fn writer(&mut self) -> &mut NixWriter<W> {
         &mut self.writer
     }
+}
+
+async fn send_multiple<W: AsyncWrite + Unpin + Send, N: AsyncRead + Unpin>(
+    writer: W,
+    store_dir: StoreDir,
+    paths: &mut [(ValidPathInfo, N)],
+) -> Result<()> {
+    let mut m = MultipleWriter::begin(writer, store_dir, paths.len() as u64).await?;
+    for (info, nar) in paths.iter_mut() {
+        m.add(info, nar).await?;
+    }
+    m.finish().await?;
+    Ok(())
 }

@@ -321,3 +321,100 @@ async fn writes_are_accepted_by_nix() {
     let refs: Vec<&str> = added.iter().map(String::as_str).collect();
     verify(&fx.store, &refs);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_to_store_forms_and_build_logs() {
+    use harmonia_protocol::request::{AddToStoreRequest, AddToStoreResponse};
+    use harmonia_store_path::ContentAddress;
+    use harmonia_utils_hash::{Algorithm, Hash};
+
+    let Some((fx, daemon)) = setup() else { return };
+    let contents = b"added through harmonia-protocol\n";
+    let nar = file_nar(contents);
+    let nar_sha = Hash::digest_of(Algorithm::Sha256, &nar);
+
+    // 1.25+: the CA form, data framed, reply a path info.
+    let mut c = connect(&daemon.socket, 34).await;
+    let req = AddToStoreRequest::Ca {
+        name: "ca-recursive".into(),
+        method_algo: "fixed:r:sha256".into(),
+        references: BTreeSet::new(),
+        repair: false,
+    };
+    let AddToStoreResponse::Info(info) = c.add_to_store(&req, &mut &nar[..]).await.unwrap() else {
+        panic!("1.34 replies with a path info")
+    };
+    assert_eq!(
+        info.info.ca,
+        Some(ContentAddress::Recursive(nar_sha.clone()))
+    );
+    assert_eq!(info.info.nar_hash, NarHash::digest_of(&nar));
+    let expected = StoreDir::default()
+        .make_fixed_output_path(
+            &ContentAddress::Recursive(nar_sha.clone()),
+            &[],
+            false,
+            "ca-recursive",
+        )
+        .unwrap();
+    assert_eq!(info.path, expected);
+
+    // Text: the data is the file's contents.
+    let req = AddToStoreRequest::Ca {
+        name: "ca-text".into(),
+        method_algo: "text:sha256".into(),
+        references: [sp(&fx.paths.dep)].into(),
+        repair: false,
+    };
+    let AddToStoreResponse::Info(text) = c.add_to_store(&req, &mut &contents[..]).await.unwrap()
+    else {
+        panic!("1.34 replies with a path info")
+    };
+    let text_hash = Hash::digest_of(Algorithm::Sha256, contents);
+    assert_eq!(text.info.ca, Some(ContentAddress::Text(text_hash)));
+    assert_eq!(text.info.references, [sp(&fx.paths.dep)].into());
+
+    // Before 1.25: the legacy form, an unframed NAR, reply the path.
+    let mut old = connect(&daemon.socket, 24).await;
+    let req = AddToStoreRequest::Legacy {
+        name: "ca-flat".into(),
+        fixed: true,
+        recursive: 0,
+        hash_algo: "sha256".into(),
+    };
+    let AddToStoreResponse::Path(flat) = old.add_to_store(&req, &mut &nar[..]).await.unwrap()
+    else {
+        panic!("1.24 replies with a path")
+    };
+    let flat_ca = ContentAddress::Flat(Hash::digest_of(Algorithm::Sha256, contents));
+    assert_eq!(
+        flat,
+        StoreDir::default()
+            .make_fixed_output_path(&flat_ca, &[], false, "ca-flat")
+            .unwrap()
+    );
+    // The connection is in sync after the unframed NAR.
+    assert_eq!(
+        old.query_path_info(&flat).await.unwrap().unwrap().ca,
+        Some(flat_ca)
+    );
+
+    // AddBuildLog (framed): the log lands where Nix keeps logs.
+    let drv = sp(&format!("/nix/store/{}-harmonia-log.drv", "0".repeat(32)));
+    c.add_build_log(&drv, &mut &b"log line\n"[..])
+        .await
+        .unwrap();
+    assert!(
+        fx.store
+            .log_path(&StoreDir::default().display(&drv))
+            .exists()
+    );
+    assert!(c.is_valid_path(&info.path).await.unwrap());
+
+    let shown: Vec<String> = [&info.path, &text.path, &flat]
+        .iter()
+        .map(|p| StoreDir::default().display(p))
+        .collect();
+    let refs: Vec<&str> = shown.iter().map(String::as_str).collect();
+    verify(&fx.store, &refs);
+}
