@@ -344,14 +344,11 @@ async fn add_to_store_forms_and_build_logs() {
     let AddToStoreResponse::Info(info) = c.add_to_store(&req, &mut &nar[..]).await.unwrap() else {
         panic!("1.34 replies with a path info")
     };
-    assert_eq!(
-        info.info.ca,
-        Some(ContentAddress::Recursive(nar_sha.clone()))
-    );
+    assert_eq!(info.info.ca, Some(ContentAddress::Recursive(nar_sha)));
     assert_eq!(info.info.nar_hash, NarHash::digest_of(&nar));
     let expected = StoreDir::default()
         .make_fixed_output_path(
-            &ContentAddress::Recursive(nar_sha.clone()),
+            &ContentAddress::Recursive(nar_sha),
             &[],
             false,
             "ca-recursive",
