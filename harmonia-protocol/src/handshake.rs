@@ -153,8 +153,10 @@ where
     w.flush().await?;
 
     let peer_version = ProtocolVersion::from_wire(r.read_u64().await?);
+    // Like Nix's daemon, speak the lower of both versions, even to a client of a newer
+    // major version (it is the client's business to refuse us).
     let version = peer_version.min(info.version);
-    if peer_version.major() != 1 || version < MIN_VERSION {
+    if version < MIN_VERSION {
         return Err(ProtocolError::UnsupportedVersion(peer_version));
     }
     r.set_version(version);

@@ -200,3 +200,30 @@ proptest! {
         let _ = NarScanner::new().feed(&data);
     }
 }
+
+#[tokio::test]
+async fn bad_add_multiple_streams() {
+    use harmonia_protocol::multiple::MultipleReader;
+    // An absurd count inside the frames.
+    let wire = cat(&[u(8), u(1 << 60), u(0)]);
+    let mut m = MultipleReader::new(&wire[..], store_dir());
+    assert!(matches!(
+        m.next_info().await,
+        Err(ProtocolError::TooLong { .. })
+    ));
+    // A count of 2 but the stream ends after the count.
+    let wire = cat(&[u(8), u(2), u(0)]);
+    let mut m = MultipleReader::new(&wire[..], store_dir());
+    assert!(m.next_info().await.unwrap_err().is_eof());
+    // A frame longer than allowed.
+    let wire = cat(&[u(1 << 40)]);
+    let mut m = MultipleReader::new(&wire[..], store_dir());
+    assert!(m.next_info().await.is_err());
+    // Zero paths: done at once, and `finish` consumes the terminator only.
+    let wire = cat(&[u(8), u(0), u(0), u(42)]);
+    let mut rest = &wire[..];
+    let mut m = MultipleReader::new(&mut rest, store_dir());
+    assert!(m.next_info().await.unwrap().is_none());
+    m.finish().await.unwrap();
+    assert_eq!(rest, &u(42)[..]);
+}

@@ -146,9 +146,14 @@ async fn server_handshake_rejects_old_and_bad() {
     assert!(matches!(res, Err(ProtocolError::UnsupportedVersion(v)) if v.minor() == 20));
     assert_eq!(out, cat(&[u(MAGIC2), u(0x126)]));
 
-    let input = cat(&[u(MAGIC1), u(0x226)]);
+    // Major 0 is older than anything; a newer major gets our version, as from Nix.
+    let input = cat(&[u(MAGIC1), u(0x0026)]);
     let (res, _, _) = serve(&input, &server_info(&[])).await;
     assert!(matches!(res, Err(ProtocolError::UnsupportedVersion(_))));
+    let input = cat(&[u(MAGIC1), u(0x226), u(0), u(0), u(0)]);
+    let (res, _, rest) = serve(&input, &server_info(&[])).await;
+    assert_eq!(res.unwrap().version, v(38));
+    assert_eq!(rest, 0);
 
     let (res, out, _) = serve(&u(0x1234), &server_info(&[])).await;
     assert!(matches!(
