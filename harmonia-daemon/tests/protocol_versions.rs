@@ -331,3 +331,23 @@ async fn bad_requests_get_an_error_and_others_are_unaffected() {
             .expect("daemon still serves")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copied_derivations_get_their_outputs_registered() {
+    let src = standard_fixture();
+    let dst = FixtureStore::new();
+    let d = Daemon::start(&dst, "");
+    ok(src
+        .store
+        .nix("nix")
+        .args(["copy", "--no-check-sigs", "--derivation", "--store"])
+        .arg(src.store.root())
+        .args(["--to", &d.url(), &src.paths.top_drv]));
+    let mut c = connect(&d, (1, 34)).await;
+    let outs = c
+        .query_derivation_output_map(&sp(&src.paths.top_drv))
+        .await
+        .expect("outputs");
+    assert_eq!(outs.get("out"), Some(&Some(sp(&src.paths.top))));
+    assert_eq!(outs.len(), 1);
+}

@@ -3,6 +3,7 @@
 //! Reads run on `spawn_blocking` with a small cache of read-only connections. Writes (see `write`) restore a
 //! NAR into a temporary directory inside the store, check it, rename it into place and register it.
 
+mod drv;
 mod fsutil;
 mod locks;
 mod maint;

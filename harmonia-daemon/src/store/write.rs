@@ -459,6 +459,7 @@ impl LocalStore {
                 self.store_dir().display(m)
             )));
         }
+        let outputs = self.derivation_outputs(&info.path, &tmp.out()).await?;
         let src = tmp.out();
         let dst = real.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
@@ -478,13 +479,47 @@ impl LocalStore {
                 .unwrap_or(0);
         }
         let registered = self
-            .write_db(move |db| db.register_valid_paths(&[info]))
+            .write_db(move |db| db.register_valid_paths_and_outputs(&[info], &outputs))
             .await;
         if registered.is_err() {
             let dst = real.clone();
             let _ = tokio::task::spawn_blocking(move || fsutil::remove_tree(&dst)).await;
         }
         registered
+    }
+
+    /// For a `.drv` at `real`, the `DerivationOutputs` rows Nix registers with it; nothing for other paths.
+    async fn derivation_outputs(
+        &self,
+        path: &StorePath,
+        real: &Path,
+    ) -> Result<Vec<(StorePath, String, StorePath)>, StoreError> {
+        if !path.name().as_str().ends_with(".drv") {
+            return Ok(Vec::new());
+        }
+        let real = real.to_path_buf();
+        let text = tokio::task::spawn_blocking(move || -> std::io::Result<Option<String>> {
+            let meta = std::fs::symlink_metadata(&real)?;
+            if !meta.is_file() || meta.len() > super::drv::MAX_DRV_SIZE {
+                return Ok(None);
+            }
+            Ok(String::from_utf8(std::fs::read(&real)?).ok())
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+        .map_err(StoreError::io("cannot read the derivation"))?;
+        let Some(outputs) = text.as_deref().and_then(super::drv::outputs) else {
+            tracing::warn!(drv = %path, "not registering outputs: the .drv does not parse as a derivation");
+            return Ok(Vec::new());
+        };
+        let mut rows = Vec::new();
+        for (name, out) in outputs {
+            match self.store_dir().parse_path(&out) {
+                Ok(p) => rows.push((path.clone(), name, p)),
+                Err(e) => tracing::warn!(drv = %path, "ignoring output {name} at {out:?}: {e}"),
+            }
+        }
+        Ok(rows)
     }
 
     /// Streams `path` as a NAR from the real store directory.
