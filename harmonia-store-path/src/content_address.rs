@@ -20,10 +20,76 @@ pub enum ContentAddress {
 }
 
 impl ContentAddress {
+    /// A content address from its method and hash; text content addresses must be sha256.
+    pub fn new(method: ContentAddressMethod, hash: Hash) -> Result<ContentAddress, StorePathError> {
+        match method {
+            ContentAddressMethod::Text if hash.algorithm() != Algorithm::Sha256 => {
+                Err(StorePathError::TextHashNotSha256(hash.algorithm()))
+            }
+            ContentAddressMethod::Text => Ok(ContentAddress::Text(hash)),
+            ContentAddressMethod::Flat => Ok(ContentAddress::Flat(hash)),
+            ContentAddressMethod::Recursive => Ok(ContentAddress::Recursive(hash)),
+        }
+    }
+
     /// The hash, whatever the method.
     pub fn hash(&self) -> &Hash {
         match self {
             ContentAddress::Text(h) | ContentAddress::Flat(h) | ContentAddress::Recursive(h) => h,
+        }
+    }
+
+    /// How the contents were hashed.
+    pub fn method(&self) -> ContentAddressMethod {
+        match self {
+            ContentAddress::Text(_) => ContentAddressMethod::Text,
+            ContentAddress::Flat(_) => ContentAddressMethod::Flat,
+            ContentAddress::Recursive(_) => ContentAddressMethod::Recursive,
+        }
+    }
+}
+
+/// How a content-addressed path is hashed, without the hash (Nix's `ContentAddressMethod`).
+///
+/// With its algorithm it has the text form the worker protocol's `AddToStore` uses (`text:sha256`,
+/// `fixed:<algo>`, `fixed:r:<algo>`); see [`ContentAddressMethod::parse_with_algorithm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ContentAddressMethod {
+    /// Text: sha256 of the contents, references allowed, no self-reference.
+    Text,
+    /// Flat: hash of a single file's contents.
+    Flat,
+    /// Recursive: hash of the NAR serialisation.
+    Recursive,
+}
+
+impl ContentAddressMethod {
+    /// Parses `text:sha256`, `fixed:<algo>` or `fixed:r:<algo>`.
+    pub fn parse_with_algorithm(
+        s: &str,
+    ) -> Result<(ContentAddressMethod, Algorithm), StorePathError> {
+        let (method, algo) = if let Some(algo) = s.strip_prefix("text:") {
+            (ContentAddressMethod::Text, algo)
+        } else if let Some(algo) = s.strip_prefix("fixed:r:") {
+            (ContentAddressMethod::Recursive, algo)
+        } else if let Some(algo) = s.strip_prefix("fixed:") {
+            (ContentAddressMethod::Flat, algo)
+        } else {
+            return Err(StorePathError::ContentAddressMethod(snippet(s)));
+        };
+        let algo: Algorithm = algo.parse().map_err(StorePathError::ContentAddressHash)?;
+        if method == ContentAddressMethod::Text && algo != Algorithm::Sha256 {
+            return Err(StorePathError::TextHashNotSha256(algo));
+        }
+        Ok((method, algo))
+    }
+
+    /// Renders `text:sha256`, `fixed:<algo>` or `fixed:r:<algo>`.
+    pub fn render_with_algorithm(self, algo: Algorithm) -> String {
+        match self {
+            ContentAddressMethod::Text => format!("text:{algo}"),
+            ContentAddressMethod::Flat => format!("fixed:{algo}"),
+            ContentAddressMethod::Recursive => format!("fixed:r:{algo}"),
         }
     }
 }
@@ -98,6 +164,47 @@ mod tests {
         assert_eq!(
             ContentAddress::Recursive(h).to_string(),
             format!("fixed:r:sha256:{}", h.to_nix_base32())
+        );
+    }
+
+    #[test]
+    fn methods() {
+        for algo in Algorithm::ALL {
+            let h = Hash::digest_of(algo, b"m");
+            for method in [
+                ContentAddressMethod::Flat,
+                ContentAddressMethod::Recursive,
+                ContentAddressMethod::Text,
+            ] {
+                let text = method.render_with_algorithm(algo);
+                let ca = ContentAddress::new(method, h);
+                if method == ContentAddressMethod::Text && algo != Algorithm::Sha256 {
+                    assert_eq!(ca, Err(StorePathError::TextHashNotSha256(algo)));
+                    assert_eq!(
+                        ContentAddressMethod::parse_with_algorithm(&text),
+                        Err(StorePathError::TextHashNotSha256(algo))
+                    );
+                    continue;
+                }
+                assert_eq!(
+                    ContentAddressMethod::parse_with_algorithm(&text),
+                    Ok((method, algo))
+                );
+                let ca = ca.unwrap();
+                assert_eq!(ca.method(), method);
+                // The method-and-algorithm text is the content address text without its digest.
+                assert_eq!(ca.to_string(), format!("{text}:{}", h.to_nix_base32()));
+            }
+        }
+        assert!(matches!(
+            ContentAddressMethod::parse_with_algorithm("source:sha256"),
+            Err(StorePathError::ContentAddressMethod(_))
+        ));
+        assert_eq!(
+            ContentAddressMethod::parse_with_algorithm("fixed:r:sha3"),
+            Err(StorePathError::ContentAddressHash(
+                HashError::UnknownAlgorithm("sha3".into())
+            ))
         );
     }
 

@@ -25,7 +25,7 @@ mod error;
 mod path;
 mod store_dir;
 
-pub use content_address::ContentAddress;
+pub use content_address::{ContentAddress, ContentAddressMethod};
 pub use error::StorePathError;
 pub use path::{StorePath, StorePathHash, StorePathName};
 pub use store_dir::StoreDir;
