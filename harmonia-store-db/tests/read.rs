@@ -445,3 +445,49 @@ fn derivation_outputs_parsed_from_drv_files_match_the_rows_nix_wrote() {
         "{with_outputs} with outputs, {floating} floating"
     );
 }
+
+#[test]
+fn read_only_connection_sees_what_a_running_nix_daemon_commits() {
+    let store = FixtureStore::new();
+    let socket = store.temp_root().join("daemon.sock");
+    let mut daemon_cmd = store.nix("nix-daemon");
+    daemon_cmd
+        .arg("--store")
+        .arg(store.root())
+        .env("NIX_DAEMON_SOCKET_PATH", &socket);
+    let _daemon = harmonia_test_support::KillOnDrop::spawn(&mut daemon_cmd);
+    assert!(
+        harmonia_test_support::wait_for_path(&socket, std::time::Duration::from_secs(30)),
+        "nix-daemon did not create its socket"
+    );
+    let db = open_ro(&store);
+    let pool = StoreDbPool::new(store.db_path(), StoreDir::default(), 2).expect("pool");
+    let url = format!("unix://{}", socket.display());
+    for i in 0..3 {
+        let src = store.scratch_dir().join(format!("via-daemon-{i}.txt"));
+        std::fs::write(&src, format!("added through nix-daemon {i}\n")).unwrap();
+        let out = store.run(
+            store
+                .nix("nix-store")
+                .args(["--store", &url, "--add"])
+                .arg(&src),
+        );
+        let path = String::from_utf8(out).unwrap().trim().to_string();
+        let info = db
+            .query_path_info(&sp(&path))
+            .expect("query")
+            .expect("visible to our reader");
+        let nix = store.run(
+            store
+                .nix("nix")
+                .args(["path-info", "--json", "--store", &url, &path]),
+        );
+        let nix: serde_json::Value = serde_json::from_slice(&nix).unwrap();
+        assert_eq!(normalise(&info_json(&info)), normalise(&nix[0]));
+        assert_eq!(
+            pool.with_conn(|db| db.query_path_info(&sp(&path))).unwrap(),
+            Some(info)
+        );
+    }
+    assert_eq!(db.query_all_valid_paths().unwrap().len(), 3);
+}
