@@ -11,7 +11,8 @@ use crate::error::{StorePathError, snippet};
 /// `text:sha256:<nix32>`, `fixed:<algo>:<nix32>` (flat file hash) or `fixed:r:<algo>:<nix32>` (NAR hash).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ContentAddress {
-    /// A text file (`builtins.toFile`, derivations): sha256 of the contents.
+    /// A text file (`builtins.toFile`, derivations): sha256 of the contents. Nix only has sha256 text
+    /// addresses: [`ContentAddress::new`], `FromStr` and the path computations refuse any other algorithm.
     Text(Hash),
     /// A flat fixed-output file: hash of the file contents.
     Flat(Hash),
