@@ -66,6 +66,7 @@ const S_UPDATE_PATH: &str = "update ValidPaths set narSize = ?1, hash = ?2, ulti
 const S_ADD_REFERENCE: &str = "insert or replace into Refs (referrer, reference) values (?1, ?2)";
 const S_ADD_DRV_OUTPUT: &str =
     "insert or replace into DerivationOutputs (drv, id, path) values (?1, ?2, ?3)";
+const S_INVALIDATE_PATH: &str = "delete from ValidPaths where path = ?1";
 const Q_SIGS: &str = "select sigs from ValidPaths where path = ?1";
 const S_UPDATE_SIGS: &str = "update ValidPaths set sigs = ?1 where path = ?2";
 const S_INSERT_REALISATION: &str = "insert into Realisations (drvPath, outputName, outputPath, signatures) \
@@ -853,6 +854,70 @@ impl StoreDb {
                 .make_fixed_output_path(ca, &others, self_ref, &name)
                 .map_err(|e| e.to_string()),
         }
+    }
+
+    /// Remove paths from the database in one transaction (Nix's `invalidatePathChecked`, as the garbage
+    /// collector does before deleting files). A path still referenced by a valid path outside the batch is
+    /// refused with [`DbError::PathInUse`]; within the batch, referrers go first. Their `Refs`,
+    /// `DerivationOutputs` and realisations go with them (the schema's cascades). Paths that are not valid are
+    /// ignored. Deleting the files is the caller's business.
+    pub fn invalidate_paths(&mut self, paths: &[StorePath]) -> Result<(), DbError> {
+        self.check_writable()?;
+        let context = "invalidating paths";
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(context)?;
+        {
+            let batch: std::collections::HashSet<&StorePath> = paths.iter().collect();
+            // Referrers of each path, excluding itself.
+            let mut referrers: HashMap<&StorePath, Vec<StorePath>> = HashMap::new();
+            let mut stmt = tx.prepare_cached(Q_REFERRERS).ctx(context)?;
+            for p in &batch {
+                let full = self.store_dir.display(p);
+                let mut rows = stmt.query([&full]).ctx(context)?;
+                let mut list = Vec::new();
+                while let Some(row) = rows.next().ctx(context)? {
+                    let r = parse_path(
+                        &self.store_dir,
+                        "Refs",
+                        "path",
+                        &full,
+                        &required_text(row, 0, "Refs", "path", &full)?,
+                    )?;
+                    if r != **p {
+                        if !batch.contains(&r) {
+                            return Err(DbError::PathInUse {
+                                path: full,
+                                referrer: self.store_dir.display(&r),
+                            });
+                        }
+                        list.push(r);
+                    }
+                }
+                referrers.insert(p, list);
+            }
+            // Delete a path once none of its referrers in the batch is left; a cycle cannot occur among
+            // valid paths, but guard against looping forever on a corrupt database anyway.
+            let mut delete = tx.prepare_cached(S_INVALIDATE_PATH).ctx(context)?;
+            let mut left: Vec<&StorePath> = batch.iter().copied().collect();
+            left.sort();
+            let mut remaining = batch.clone();
+            while !left.is_empty() {
+                let (ready, blocked): (Vec<&StorePath>, Vec<&StorePath>) = left
+                    .iter()
+                    .partition(|p| referrers[*p].iter().all(|r| !remaining.contains(r)));
+                if ready.is_empty() {
+                    return Err(DbError::ReferenceCycle(self.store_dir.display(blocked[0])));
+                }
+                for p in ready {
+                    delete.execute([self.store_dir.display(p)]).ctx(context)?;
+                    remaining.remove(p);
+                }
+                left = blocked;
+            }
+        }
+        tx.commit().ctx(context)
     }
 
     /// Add signatures to a valid path, keeping the ones it has (Nix's `addSignatures`).

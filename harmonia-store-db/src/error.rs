@@ -84,6 +84,14 @@ pub enum DbError {
     /// The operation needs a valid (registered) path and this one is not.
     #[error("path '{0}' is not valid")]
     InvalidPath(String),
+    /// A path cannot be invalidated because a valid path outside the batch still refers to it.
+    #[error("cannot invalidate '{path}': '{referrer}' still refers to it")]
+    PathInUse {
+        /// The path to invalidate.
+        path: String,
+        /// A valid path referring to it.
+        referrer: String,
+    },
     /// A path being registered refers to a path that is neither valid nor part of the same batch.
     #[error("cannot register '{path}': its reference '{reference}' is not valid")]
     ReferenceNotValid {

@@ -11,18 +11,20 @@ use harmonia_store_path::StoreDir;
 use harmonia_test_support::{FixtureStore, StandardFixture, standard_fixture};
 use rusqlite::Connection;
 
-/// A derivation whose output refers to itself and to another output (built into the standard fixture).
+/// A derivation whose output refers to itself and to `top` (built into the standard fixture; `storePath`
+/// gives the string the context that makes `top` an input, so Nix's scanner records the reference).
 const SELF_REF_NIX: &str = r#"
 derivation {
   name = "self-ref";
   system = builtins.currentSystem;
   builder = "/bin/sh";
-  args = [ "-c" "mkdir $out; echo $out > $out/me; echo @TOP@ > $out/top" ];
+  args = [ "-c" "mkdir $out; echo $out > $out/me; echo ${builtins.storePath "@TOP@"} > $out/top" ];
 }
 "#;
 
-/// The standard fixture plus a self-referencing output; returns it and that output's path.
-fn fixture_with_self_ref() -> (StandardFixture, String) {
+/// The standard fixture plus a self-referencing output; returns it, that output's path and its deriver (which
+/// refers to `top` as an input source).
+fn fixture_with_self_ref() -> (StandardFixture, String, String) {
     let fx = standard_fixture();
     let file = write_nix(
         &fx.store,
@@ -33,7 +35,8 @@ fn fixture_with_self_ref() -> (StandardFixture, String) {
     let [out] = outs.as_slice() else {
         panic!("{outs:?}")
     };
-    (fx, out.clone())
+    let drv = fx.store.deriver(out).expect("self-ref has a deriver");
+    (fx, out.clone(), drv)
 }
 
 /// `nix-store --verify --check-contents` on a store: Ok(stderr) if Nix found nothing wrong.
@@ -61,11 +64,12 @@ fn info_of(db: &StoreDb, path: &str) -> ValidPathInfo {
 
 #[test]
 fn registered_copies_are_accepted_by_real_nix() {
-    let (fx, self_ref) = fixture_with_self_ref();
+    let (fx, self_ref, self_ref_drv) = fixture_with_self_ref();
     let src_db = open_ro(&fx.store);
     let dst = FixtureStore::new();
     let mut paths = fx.paths.all.clone();
     paths.push(self_ref.clone());
+    paths.push(self_ref_drv.clone());
     let mut infos: Vec<ValidPathInfo> = paths.iter().map(|p| info_of(&src_db, p)).collect();
     assert!(
         infos.iter().any(|i| i.references.contains(&i.path)),
@@ -94,7 +98,7 @@ fn registered_copies_are_accepted_by_real_nix() {
             outputs.push((sp(drv), name, out));
         }
     }
-    assert_eq!(outputs.len(), 2, "{outputs:?}");
+    assert_eq!(outputs.len(), 3, "{outputs:?}");
     let mut db = open_rw(&dst);
     db.register_valid_paths_and_outputs(&infos, &outputs)
         .expect("register");
@@ -570,4 +574,57 @@ fn content_addresses_are_stored_as_nix_renders_them() {
         serde_json::json!(canonical)
     );
     nix_verify(&dst).expect("verify");
+}
+
+#[test]
+fn invalidated_paths_are_gone_for_nix_too() {
+    let (fx, self_ref, self_ref_drv) = fixture_with_self_ref();
+    let mut db = open_rw(&fx.store);
+    let before = nix_all_paths(&fx.store);
+
+    // `dep` is still referenced by `top` (and `top` by `self-ref`): refused, nothing changes.
+    match db.invalidate_paths(&[sp(&fx.paths.dep)]) {
+        Err(DbError::PathInUse { path, referrer }) => assert_eq!(
+            (path, referrer),
+            (fx.paths.dep.clone(), fx.paths.top.clone())
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        db.invalidate_paths(&[sp(&fx.paths.dep), sp(&fx.paths.top)]),
+        Err(DbError::PathInUse { .. })
+    ));
+    assert_eq!(nix_all_paths(&fx.store), before);
+
+    // The whole chain at once, in any order; the self-reference goes with its path.
+    let gone = [&fx.paths.dep, &self_ref_drv, &self_ref, &fx.paths.top];
+    db.invalidate_paths(&gone.map(|p| sp(p)))
+        .expect("invalidate");
+    let mut expected: Vec<String> = before.into_iter().filter(|p| !gone.contains(&p)).collect();
+    expected.sort();
+    assert_eq!(nix_all_paths(&fx.store), expected);
+    assert!(db.query_referrers(&sp(&fx.paths.dep)).unwrap().is_empty());
+    assert!(
+        db.query_valid_derivers(&sp(&fx.paths.top))
+            .unwrap()
+            .contains(&sp(&fx.paths.top_drv)),
+        "the drv's output rows stay"
+    );
+    // Not valid any more: ignored.
+    db.invalidate_paths(&[sp(&fx.paths.dep)])
+        .expect("invalidating an invalid path");
+    // Nix agrees the database is consistent, and can register the path again itself.
+    let out = fx
+        .store
+        .nix("nix-store")
+        .arg("--store")
+        .arg(fx.store.root())
+        .arg("--verify")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
