@@ -31,6 +31,8 @@ pub struct AppState {
     pub store_dir: StoreDir,
     /// Read-only connections to Nix's database.
     pub db: StoreDbPool,
+    /// Signatures by fingerprint, so repeated narinfo requests skip ed25519.
+    pub signatures: crate::narinfo::SignatureCache,
 }
 
 /// Shared handle to [`AppState`].
@@ -71,6 +73,7 @@ impl AppState {
             public_keys,
             store_dir,
             db,
+            signatures: crate::narinfo::SignatureCache::new(),
         })
     }
 }

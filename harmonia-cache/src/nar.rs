@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::response::Response;
 use bytes::Bytes;
 use futures::Stream;
-use harmonia_file_nar::{NarEncoder, NarError, encode_from_offset};
+use harmonia_file_nar::NarEncoder;
 use harmonia_store_path::StorePathHash;
 use http::{HeaderMap, Method, StatusCode, Uri, header};
 
@@ -20,6 +20,10 @@ use crate::http_util::{
 };
 use crate::metrics::{NAR_BYTES_TOTAL, NARS_TOTAL};
 use crate::stepper::{Step, StepStream};
+
+/// Chunk size of NAR bodies: large enough for few blocking hops per MiB, small enough that 64
+/// concurrent downloads (two chunks in flight each) stay far below 64 MiB.
+const NAR_CHUNK: usize = 256 * 1024;
 
 /// Length of a sha256 digest in nix-base32.
 const NAR_HASH_NIX32_LEN: usize = 52;
@@ -126,11 +130,7 @@ pub async fn nar(
             let body = if is_head {
                 Body::empty()
             } else {
-                Body::from_stream(CheckedNar::new(
-                    encode_from_offset(real_path, r.start),
-                    r,
-                    size,
-                ))
+                Body::from_stream(CheckedNar::new(nar_stream(real_path, r.start), r, size))
             };
             builder
                 .status(StatusCode::PARTIAL_CONTENT)
@@ -158,7 +158,7 @@ pub async fn nar(
                 Body::empty()
             } else {
                 Body::from_stream(CheckedNar::new(
-                    encode_from_offset(real_path, 0),
+                    nar_stream(real_path, 0),
                     ByteRange {
                         start: 0,
                         end: size.saturating_sub(1),
@@ -173,6 +173,21 @@ pub async fn nar(
         }
     };
     response.map_err(ServerError::from)
+}
+
+/// The NAR encoder as a blocking step producer.
+struct NarStep(NarEncoder);
+
+impl Step for NarStep {
+    fn step(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        self.0.next().map(|r| r.map_err(std::io::Error::other))
+    }
+}
+
+fn nar_stream(path: std::path::PathBuf, offset: u64) -> StepStream<NarStep> {
+    StepStream::new(NarStep(NarEncoder::with_chunk_size(
+        path, offset, NAR_CHUNK,
+    )))
 }
 
 /// A NAR body that ends exactly at the range end and fails if the NAR on disk no longer has the size
@@ -202,7 +217,7 @@ fn changed_on_disk() -> std::io::Error {
 
 impl<S> Stream for CheckedNar<S>
 where
-    S: Stream<Item = Result<Bytes, NarError>> + Unpin,
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
 {
     type Item = Result<Bytes, std::io::Error>;
 
@@ -236,7 +251,7 @@ where
             Some(Err(e)) => {
                 this.inner = None;
                 tracing::warn!("NAR stream failed: {e}");
-                Poll::Ready(Some(Err(std::io::Error::other(e))))
+                Poll::Ready(Some(Err(e)))
             }
             None => {
                 this.inner = None;
@@ -267,7 +282,7 @@ impl ZstdWorker {
     fn new(path: std::path::PathBuf, level: i32, expected: u64) -> std::io::Result<ZstdWorker> {
         let zstd = zstd::stream::write::Encoder::new(Vec::with_capacity(ZSTD_OUT_MIN * 2), level)?;
         Ok(ZstdWorker {
-            encoder: NarEncoder::new(path),
+            encoder: NarEncoder::with_chunk_size(path, 0, NAR_CHUNK),
             zstd: Some(zstd),
             expected,
             produced: 0,

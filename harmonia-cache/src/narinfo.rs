@@ -76,7 +76,15 @@ pub fn render_narinfo(state: &crate::app::AppState, info: ValidPathInfo) -> Serv
     for sig in signatures {
         narinfo.add_signature(sig);
     }
-    narinfo.sign_all(&state.store_dir, &state.config.sign_keys);
+    if !state.config.sign_keys.is_empty() {
+        let fingerprint = narinfo.fingerprint(&state.store_dir);
+        for sig in state
+            .signatures
+            .get_or_sign(fingerprint, &state.config.sign_keys)
+        {
+            narinfo.add_signature(sig);
+        }
+    }
     Ok(narinfo.render(&state.store_dir))
 }
 
@@ -129,4 +137,47 @@ async fn listing(state: SharedState, hash: &str) -> ServerResult<Response> {
         CACHE_IMMUTABLE,
         Bytes::from(json),
     ))
+}
+
+/// Signatures of recently served fingerprints.
+///
+/// A signature depends only on the key and the fingerprint (path, NAR hash and size, references),
+/// which is recomputed from the database on every request, so a hit can never be stale; it only
+/// saves the ed25519 work that dominates a narinfo request. Bounded: cleared when full.
+pub struct SignatureCache {
+    map: std::sync::Mutex<std::collections::HashMap<String, Vec<Signature>>>,
+}
+
+/// Fingerprints remembered at most (a few hundred bytes each).
+const SIGNATURE_CACHE_ENTRIES: usize = 16 * 1024;
+
+impl SignatureCache {
+    /// An empty cache.
+    pub fn new() -> SignatureCache {
+        SignatureCache {
+            map: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The signatures of `fingerprint` by every key, signing only on a miss.
+    pub fn get_or_sign(
+        &self,
+        fingerprint: String,
+        keys: &[harmonia_utils_signature::SecretKey],
+    ) -> Vec<Signature> {
+        let lock = || self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sigs) = lock().get(&fingerprint) {
+            return sigs.clone();
+        }
+        let sigs: Vec<Signature> = keys
+            .iter()
+            .map(|k| k.sign(fingerprint.as_bytes()))
+            .collect();
+        let mut map = lock();
+        if map.len() >= SIGNATURE_CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(fingerprint, sigs.clone());
+        sigs
+    }
 }

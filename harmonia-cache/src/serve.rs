@@ -54,11 +54,9 @@ fn resolve(
         match c.as_slice() {
             b"" | b"." => continue,
             b".." => {
-                // Only symlink targets can contain `..`; never climb out of the store.
+                // Only symlink targets can contain `..`; the store directory itself is the
+                // ceiling (from there only another store path may be entered).
                 stack.pop().ok_or(ServerError::NotFound)?;
-                if stack.is_empty() {
-                    return Err(ServerError::NotFound);
-                }
                 continue;
             }
             _ => {}
