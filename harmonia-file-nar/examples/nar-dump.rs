@@ -14,6 +14,10 @@ fn main() -> anyhow::Result<()> {
     if use_async {
         args.remove(0);
     }
+    // Undocumented knob for tuning experiments: NAR_DUMP_CHUNK=bytes (sync encoder only).
+    let chunk = std::env::var("NAR_DUMP_CHUNK")
+        .ok()
+        .and_then(|c| c.parse().ok());
     let [path] = args.as_slice() else {
         anyhow::bail!("usage: nar-dump [--async] PATH");
     };
@@ -29,7 +33,11 @@ fn main() -> anyhow::Result<()> {
             anyhow::Ok(())
         })?;
     } else {
-        NarEncoder::new(path).write_to(&mut out)?;
+        let encoder = match chunk {
+            Some(size) => NarEncoder::with_chunk_size(path.into(), 0, size),
+            None => NarEncoder::new(path),
+        };
+        encoder.write_to(&mut out)?;
     }
     out.flush()?;
     Ok(())

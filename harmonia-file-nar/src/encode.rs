@@ -308,12 +308,7 @@ impl NarEncoder {
     }
 
     /// Read more of the current file into the chunk buffer.
-    fn contents_step(
-        &mut self,
-        mut file: File,
-        remaining: u64,
-        size: u64,
-    ) -> Result<(), NarError> {
+    fn contents_step(&mut self, mut file: File, remaining: u64, size: u64) -> Result<(), NarError> {
         let room = self.chunk_size.saturating_sub(self.filled).max(1) as u64;
         if remaining > room {
             let want = room as usize;

@@ -30,7 +30,7 @@ pub(crate) const fn str_size(len: u64) -> u64 {
 }
 
 /// Append the wire form of `s` to `out`.
-#[inline]
+#[cfg(test)]
 pub(crate) fn put_str(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(&(s.len() as u64).to_le_bytes());
     out.extend_from_slice(s);
