@@ -1,6 +1,7 @@
 //! `nar-dump PATH`: write the NAR of PATH to stdout, like `nix-store --dump PATH` (used by scripts/bench-nar).
 //!
-//! `nar-dump --async PATH` goes through the async stream instead of the synchronous encoder.
+//! `nar-dump --async PATH` goes through the async stream instead of the synchronous encoder;
+//! `nar-dump --hash PATH` prints the NAR hash and size instead.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -14,13 +15,22 @@ fn main() -> anyhow::Result<()> {
     if use_async {
         args.remove(0);
     }
+    let hash = args.first().is_some_and(|a| a == "--hash");
+    if hash {
+        args.remove(0);
+    }
     // Undocumented knob for tuning experiments: NAR_DUMP_CHUNK=bytes (sync encoder only).
     let chunk = std::env::var("NAR_DUMP_CHUNK")
         .ok()
         .and_then(|c| c.parse().ok());
     let [path] = args.as_slice() else {
-        anyhow::bail!("usage: nar-dump [--async] PATH");
+        anyhow::bail!("usage: nar-dump [--async | --hash] PATH");
     };
+    if hash {
+        let (hash, size) = harmonia_file_nar::hash_and_size_blocking(path.as_ref())?;
+        println!("{hash} {size}");
+        return Ok(());
+    }
     // Write to fd 1 directly: stdout's LineWriter would scan every chunk for newlines.
     let mut out = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
     if use_async {

@@ -145,6 +145,8 @@ pub struct NarDecoder<R> {
     state: State,
     stack: Vec<Frame>,
     path: Vec<u8>,
+    /// Buffer that contents chunks are split from; reclaimed once the consumer dropped earlier chunks.
+    contents: BytesMut,
 }
 
 type Token = ([u8; MAX_TOKEN_LEN as usize], usize);
@@ -158,6 +160,7 @@ impl<R: AsyncRead + Unpin> NarDecoder<R> {
             state: State::Magic,
             stack: Vec::new(),
             path: Vec::new(),
+            contents: BytesMut::new(),
         }
     }
 
@@ -459,10 +462,17 @@ impl<R: AsyncRead + Unpin> NarDecoder<R> {
 
     async fn read_contents(&mut self, remaining: u64) -> Result<Bytes, NarError> {
         let want = remaining.min(CONTENTS_CHUNK as u64) as usize;
-        let mut buf = BytesMut::with_capacity(want);
-        while buf.len() < want {
-            let limit = (want - buf.len()) as u64;
-            let n = match (&mut self.reader).take(limit).read_buf(&mut buf).await {
+        if self.contents.capacity() < want {
+            // Reuses the previous region when every chunk split from it was dropped; small files share one.
+            self.contents.reserve(CONTENTS_CHUNK);
+        }
+        while self.contents.len() < want {
+            let limit = (want - self.contents.len()) as u64;
+            let n = match (&mut self.reader)
+                .take(limit)
+                .read_buf(&mut self.contents)
+                .await
+            {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(source) => {
@@ -479,7 +489,7 @@ impl<R: AsyncRead + Unpin> NarDecoder<R> {
             }
             self.offset += n as u64;
         }
-        Ok(buf.freeze())
+        Ok(self.contents.split().freeze())
     }
 }
 
