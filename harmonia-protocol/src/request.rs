@@ -61,7 +61,7 @@ impl NixDeserialize for Done {
 macro_rules! ops {
     ($( $(#[$m:meta])* $name:ident = $code:literal => $req:ty ),* $(,)?) => {
         /// A worker protocol operation code (Nix's `WorkerProto::Op`).
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         #[repr(u64)]
         pub enum Op {
             $( $(#[$m])* $name = $code, )*

@@ -6,10 +6,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use harmonia_protocol::framed::FramedReader;
 use harmonia_protocol::handshake::{ServerHandshake, TrustLevel, server_handshake};
@@ -17,15 +19,48 @@ use harmonia_protocol::multiple::MultipleReader;
 use harmonia_protocol::request::*;
 use harmonia_protocol::stderr::{NixError, STDERR_LAST};
 use harmonia_protocol::types::UnkeyedValidPathInfo;
-use harmonia_protocol::{NixReader, NixWriter, PROTOCOL_VERSION, ProtocolError, read_request};
+use harmonia_protocol::{
+    Encoder, NixReader, NixWriter, PROTOCOL_VERSION, ProtocolError, read_request,
+};
 use harmonia_store_path::{StoreDir, StorePath};
 use harmonia_test_support::{FixtureStore, standard_fixture};
 use harmonia_utils_hash::NarHash;
-use tokio::io::{AsyncReadExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 
 type Store = Arc<Mutex<BTreeMap<StorePath, (UnkeyedValidPathInfo, Vec<u8>)>>>;
 type Ops = Arc<Mutex<Vec<Op>>>;
+/// Requests whose bytes from the real client differ from our encoding of them.
+type Mismatches = Arc<Mutex<Vec<String>>>;
+
+/// Records every byte read through it.
+struct Recording<R> {
+    inner: R,
+    log: Arc<Mutex<Vec<u8>>>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Recording<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &res {
+            this.log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(&buf.filled()[before..]);
+        }
+        res
+    }
+}
+
+fn take(log: &Arc<Mutex<Vec<u8>>>) -> Vec<u8> {
+    std::mem::take(&mut *log.lock().unwrap_or_else(|e| e.into_inner()))
+}
 
 fn lock(
     store: &Store,
@@ -33,9 +68,19 @@ fn lock(
     store.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn connection(stream: UnixStream, store: Store, ops: Ops) -> Result<(), ProtocolError> {
+async fn connection(
+    stream: UnixStream,
+    store: Store,
+    ops: Ops,
+    bad: Mismatches,
+) -> Result<(), ProtocolError> {
     let (r, w) = stream.into_split();
     let dir = StoreDir::default();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let r = Recording {
+        inner: r,
+        log: log.clone(),
+    };
     let mut r = NixReader::new(BufReader::new(r), PROTOCOL_VERSION, dir.clone());
     let mut w = NixWriter::new(w, PROTOCOL_VERSION, dir.clone());
     let info = ServerHandshake {
@@ -44,9 +89,37 @@ async fn connection(stream: UnixStream, store: Store, ops: Ops) -> Result<(), Pr
         trust: TrustLevel::Trusted,
         features: Default::default(),
     };
-    server_handshake(&mut r, &mut w, &info).await?;
+    let n = server_handshake(&mut r, &mut w, &info).await?;
+    // The client's handshake: magic, version, CPU affinity 0, reserveSpace 0.
+    let mut expected = Encoder::new(n.version, dir.clone());
+    for x in [0x6e697863, n.peer_version.to_wire(), 0, 0] {
+        expected.write_u64(x);
+    }
+    let raw = take(&log);
+    if raw != expected.buffer() {
+        bad.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(format!("handshake: {raw:?}"));
+    }
     while let Some(req) = read_request(&mut r).await? {
         ops.lock().unwrap_or_else(|e| e.into_inner()).push(req.op());
+        // The real client waits for each reply, so for requests without data the bytes
+        // read since the last reply are exactly this request: re-encoding must match.
+        let raw = take(&log);
+        if !matches!(
+            req,
+            Request::AddToStoreNar(_) | Request::AddMultipleToStore(_)
+        ) {
+            let mut enc = Encoder::new(r.version(), dir.clone());
+            enc.write(&req);
+            if raw != enc.buffer() {
+                bad.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
+                    "{}: {raw:?} vs {:?}",
+                    req.op(),
+                    enc.buffer()
+                ));
+            }
+        }
         match req {
             Request::SetOptions(_) => w.write_reply(&NoReply),
             Request::IsValidPath(PathRequest { path }) => {
@@ -122,6 +195,7 @@ async fn connection(stream: UnixStream, store: Store, ops: Ops) -> Result<(), Pr
             ))),
         }
         w.flush().await?;
+        take(&log);
     }
     Ok(())
 }
@@ -145,7 +219,7 @@ fn add<W>(
     true
 }
 
-fn spawn_toy_daemon(socket: &Path, store: Store) -> Ops {
+fn spawn_toy_daemon(socket: &Path, store: Store, bad: Mismatches) -> Ops {
     let listener = UnixListener::bind(socket).unwrap();
     let ops = Ops::default();
     let seen = ops.clone();
@@ -153,8 +227,9 @@ fn spawn_toy_daemon(socket: &Path, store: Store) -> Ops {
         while let Ok((stream, _)) = listener.accept().await {
             let store = store.clone();
             let ops = ops.clone();
+            let bad = bad.clone();
             tokio::spawn(async move {
-                if let Err(e) = connection(stream, store, ops).await {
+                if let Err(e) = connection(stream, store, ops, bad).await {
                     tracing::warn!("toy daemon connection: {e}");
                 }
             });
@@ -214,7 +289,8 @@ async fn real_nix_client_talks_to_our_server_side() {
         lock(&full).insert(dir.parse_path(p).unwrap(), (info, fx.store.dump(p)));
     }
     let sock_full: PathBuf = tmp.path().join("full.sock");
-    spawn_toy_daemon(&sock_full, full.clone());
+    let bad = Mismatches::default();
+    let read_ops = spawn_toy_daemon(&sock_full, full.clone(), bad.clone());
     let url = format!("unix://{}", sock_full.display());
 
     // nix path-info --json through our server == the store's own answer.
@@ -257,7 +333,7 @@ async fn real_nix_client_talks_to_our_server_side() {
     // nix copy --to our (empty) server: the real client's upload path.
     let empty: Store = Arc::default();
     let sock_empty = tmp.path().join("empty.sock");
-    let ops = spawn_toy_daemon(&sock_empty, empty.clone());
+    let ops = spawn_toy_daemon(&sock_empty, empty.clone(), bad.clone());
     let to = format!("unix://{}", sock_empty.display());
     let top = fx.paths.top.clone();
     let out = {
@@ -289,4 +365,14 @@ async fn real_nix_client_talks_to_our_server_side() {
         "ops used: {:?}",
         lock_ops(&ops)
     );
+    // Every request the real client sent re-encodes to its exact bytes.
+    let seen: BTreeSet<Op> = lock_ops(&read_ops)
+        .into_iter()
+        .chain(lock_ops(&ops))
+        .collect();
+    for op in [Op::SetOptions, Op::QueryPathInfo, Op::QueryValidPaths] {
+        assert!(seen.contains(&op), "{op} not exercised: {seen:?}");
+    }
+    let bad = bad.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(bad.is_empty(), "requests whose bytes differ: {bad:?}");
 }
