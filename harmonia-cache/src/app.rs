@@ -48,8 +48,8 @@ impl AppState {
                 config.virtual_nix_store
             )
         })?;
-        // Enough connections for every blocking task that may query at once on a small machine.
-        let connections = (config.workers * 2).clamp(4, 32);
+        // One connection per blocking thread, so a query never waits for a connection.
+        let connections = blocking_threads(config.workers);
         let db = StoreDbPool::new(&config.nix_db_path, store_dir.clone(), connections)
             .with_context(|| {
                 format!(
@@ -100,6 +100,15 @@ pub fn router(state: SharedState) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state)
+}
+
+/// Size of tokio's blocking pool for `workers` async workers.
+///
+/// Every request's SQLite and filesystem work is a short blocking task. A small pool keeps its
+/// threads busy draining the queue under load instead of waking a parked thread per request (a
+/// context switch each), which is what dominated the narinfo path with tokio's default of 512.
+pub fn blocking_threads(workers: usize) -> usize {
+    (workers * 4).clamp(4, 64)
 }
 
 /// Runs blocking work (SQLite, filesystem) on tokio's blocking pool.

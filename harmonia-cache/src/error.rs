@@ -52,6 +52,10 @@ impl ServerError {
             }
             ServerError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "I/O error\n"),
             ServerError::Http(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
+            // Cancelled means the runtime is shutting down.
+            ServerError::Join(e) if e.is_cancelled() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+            }
             ServerError::Join(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
             ServerError::CorruptMetadata(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -64,7 +68,7 @@ impl ServerError {
 impl IntoResponse for ServerError {
     fn into_response(self) -> Response {
         let (status, body) = self.status_and_body();
-        if status.is_server_error() {
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(error = %self, "request failed");
         } else {
             tracing::debug!(error = %self, "request refused");

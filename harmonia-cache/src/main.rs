@@ -23,6 +23,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
@@ -30,6 +31,7 @@ fn main() -> Result<()> {
     let config = config::Config::load_from_env()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.workers)
+        .max_blocking_threads(app::blocking_threads(config.workers))
         .thread_name("harmonia-cache")
         .enable_all()
         .build()
