@@ -1,5 +1,5 @@
 //! criterion benches: NAR encoding of a tree of ~8,000 small files (~155 MB) and of a 256 MiB file, from
-//! page cache; decoding of the same NARs from memory; listing the tree.
+//! page cache; hashing; decoding of the same NARs from memory; restoring them; listing the tree.
 //!
 //! `NAR_BENCH_TREE=/some/dir` benches that directory instead of the generated tree.
 
@@ -10,9 +10,9 @@ use std::fs;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
-use harmonia_file_nar::{NarDecoder, NarEncoder, encode, hash_and_size_blocking, list};
+use harmonia_file_nar::{NarDecoder, NarEncoder, encode, hash_and_size_blocking, list, restore};
 
 const TREE_FILES: usize = 8_000;
 const BIG_FILE: usize = 256 << 20;
@@ -137,6 +137,21 @@ fn benches(c: &mut Criterion) {
                     assert_eq!(d.skip_to_end().await.expect("decode"), size);
                 })
             })
+        });
+        g.bench_function("restore", |b| {
+            let out = tempfile::tempdir().expect("tempdir");
+            let mut n = 0u64;
+            b.iter_batched(
+                || {
+                    n += 1;
+                    out.path().join(n.to_string())
+                },
+                |dest| {
+                    rt.block_on(restore(&nar[..], &dest)).expect("restore");
+                    dest
+                },
+                BatchSize::PerIteration,
+            )
         });
         if path == &inputs.tree {
             g.bench_function("list", |b| b.iter(|| black_box(list(path).expect("list"))));

@@ -131,11 +131,17 @@ struct Frame {
 enum State {
     Magic,
     Node,
-    Contents { remaining: u64, size: u64 },
+    Contents {
+        remaining: u64,
+        size: u64,
+    },
     AfterNode,
     InDirectory,
     Done,
     Failed,
+    /// Placeholder while a step runs: seen at the start of a step only if a previous `next()` future was
+    /// dropped mid-way.
+    Interrupted,
 }
 
 /// A validating streaming NAR decoder over an [`AsyncRead`]; call [`NarDecoder::next`] until `None`.
@@ -175,7 +181,8 @@ impl<R: AsyncRead + Unpin> NarDecoder<R> {
     }
 
     /// The next event, `None` after the NAR's closing token, or the first error (after which it returns
-    /// `None`).
+    /// `None`). Not cancel-safe: after a `next()` future is dropped mid-way, the following call returns
+    /// [`NarError::Interrupted`].
     pub async fn next(&mut self) -> Option<Result<NarEvent, NarError>> {
         match self.step().await {
             Ok(Some(ev)) => Some(Ok(ev)),
@@ -197,7 +204,7 @@ impl<R: AsyncRead + Unpin> NarDecoder<R> {
 
     async fn step(&mut self) -> Result<Option<NarEvent>, NarError> {
         loop {
-            match std::mem::replace(&mut self.state, State::Failed) {
+            match std::mem::replace(&mut self.state, State::Interrupted) {
                 State::Magic => {
                     match self.read_token("\"nix-archive-1\"").await {
                         Ok(t) if token(&t) == MAGIC => {}
@@ -238,7 +245,15 @@ impl<R: AsyncRead + Unpin> NarDecoder<R> {
                     self.state = State::Done;
                     return Ok(None);
                 }
-                State::Failed => return Ok(None),
+                State::Failed => {
+                    self.state = State::Failed;
+                    return Ok(None);
+                }
+                State::Interrupted => {
+                    return Err(NarError::Interrupted {
+                        offset: self.offset,
+                    });
+                }
             }
         }
     }

@@ -123,6 +123,13 @@ pub enum NarError {
         /// The limit.
         max: usize,
     },
+    /// A previous [`NarDecoder::next`](crate::NarDecoder::next) future was dropped mid-read, so the
+    /// decoder lost its place.
+    #[error("decoding was interrupted at offset {offset} (a next() future was dropped)")]
+    Interrupted {
+        /// Offset the decoder had reached.
+        offset: u64,
+    },
     /// The restore destination already exists.
     #[error("restore destination {path} already exists")]
     DestinationExists {

@@ -318,3 +318,30 @@ async fn restore_root_file_and_symlink() {
         std::path::Path::new("/nonexistent/target")
     );
 }
+
+#[tokio::test]
+async fn a_dropped_next_future_is_reported_not_mistaken_for_the_end() {
+    let full = nar(&sample());
+    // A reader that delivers the NAR in two parts with a pause, so the second next() can be dropped while
+    // it waits.
+    let (mut tx, rx) = tokio::io::duplex(1 << 16);
+    let mut decoder = NarDecoder::new(rx);
+    use tokio::io::AsyncWriteExt;
+    // magic, "(", "type", "directory": exactly enough for the first event.
+    tx.write_all(&full[..80]).await.expect("write");
+    assert!(matches!(
+        decoder.next().await,
+        Some(Ok(harmonia_file_nar::NarEvent::Directory { .. }))
+    ));
+    let pending = tokio::time::timeout(std::time::Duration::from_millis(10), decoder.next()).await;
+    assert!(
+        pending.is_err(),
+        "the decoder should be waiting for more bytes"
+    );
+    tx.write_all(&full[80..]).await.expect("write");
+    assert!(matches!(
+        decoder.next().await,
+        Some(Err(NarError::Interrupted { .. }))
+    ));
+    assert!(decoder.next().await.is_none());
+}
