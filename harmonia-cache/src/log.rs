@@ -92,7 +92,7 @@ pub async fn log(
                 .body(body)
         }
         LogFile::Bzip2(path) => {
-            let file = std::fs::File::open(&path)?;
+            let file = tokio::fs::File::open(&path).await?.into_std().await;
             let body = if is_head {
                 Body::empty()
             } else {
