@@ -154,3 +154,62 @@ fn strip_nar_offsets(v: &mut serde_json::Value) {
         _ => {}
     }
 }
+
+/// A content-addressed derivation (Nix 2.8's experimental `ca-derivations`) registers a realisation;
+/// `nix realisation info` against our server must return what the local store says.
+#[test]
+fn realisations_of_content_addressed_derivations() {
+    let store = FixtureStore::with_config("experimental-features = nix-command ca-derivations\n");
+    let nix_file = store.scratch_dir().join("ca.nix");
+    std::fs::write(
+        &nix_file,
+        r#"derivation {
+  name = "harmonia-ca";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" "echo content-addressed > $out" ];
+  __contentAddressed = true;
+  outputHashMode = "recursive";
+  outputHashAlgo = "sha256";
+}
+"#,
+    )
+    .expect("write ca.nix");
+    store.build(&nix_file);
+    let drv = String::from_utf8(
+        store.run(
+            store
+                .nix("nix-instantiate")
+                .arg("--store")
+                .arg(store.root())
+                .arg(&nix_file),
+        ),
+    )
+    .expect("utf-8")
+    .trim()
+    .to_owned();
+    let realisation_info = |store_url: &str| -> serde_json::Value {
+        let out = output(store.nix("nix").args([
+            "realisation",
+            "info",
+            "--json",
+            "--store",
+            store_url,
+            &drv,
+        ]));
+        assert!(
+            out.status.success(),
+            "nix realisation info --store {store_url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let local = realisation_info(&store.root().display().to_string());
+    let id = local[0]["id"].as_str().expect("realisation id").to_owned();
+    let server = Server::start(&store, Options::default());
+    let res = common::get(&server, &format!("/realisations/{id}.doi"));
+    assert_eq!(res.status, 200, "{}", res.text());
+    let served: serde_json::Value = serde_json::from_slice(&res.body).expect("json");
+    assert_eq!(served, local[0]);
+    assert_eq!(realisation_info(&server.url), local);
+}
