@@ -139,16 +139,13 @@ fn benches(c: &mut Criterion) {
             })
         });
         g.bench_function("restore", |b| {
-            let out = tempfile::tempdir().expect("tempdir");
-            let mut n = 0u64;
+            // Each restore goes to a fresh temp dir, removed outside the timed part.
             b.iter_batched(
-                || {
-                    n += 1;
-                    out.path().join(n.to_string())
-                },
-                |dest| {
-                    rt.block_on(restore(&nar[..], &dest)).expect("restore");
-                    dest
+                || tempfile::tempdir().expect("tempdir"),
+                |out| {
+                    rt.block_on(restore(&nar[..], &out.path().join("r")))
+                        .expect("restore");
+                    out
                 },
                 BatchSize::PerIteration,
             )

@@ -1,7 +1,7 @@
 //! `nar-dump PATH`: write the NAR of PATH to stdout, like `nix-store --dump PATH` (used by scripts/bench-nar).
 //!
 //! `nar-dump --async PATH` goes through the async stream instead of the synchronous encoder;
-//! `nar-dump --hash PATH` prints the NAR hash and size instead.
+//! `nar-dump --hash PATH` prints the NAR hash and size instead; `nar-dump --restore DEST < NAR` unpacks.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -14,6 +14,15 @@ fn main() -> anyhow::Result<()> {
     let use_async = args.first().is_some_and(|a| a == "--async");
     if use_async {
         args.remove(0);
+    }
+    if args.first().is_some_and(|a| a == "--restore") {
+        let [_, dest] = args.as_slice() else {
+            anyhow::bail!("usage: nar-dump --restore DEST < NAR");
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread().build()?;
+        let stdin = tokio::io::BufReader::with_capacity(1 << 20, tokio::io::stdin());
+        rt.block_on(harmonia_file_nar::restore(stdin, dest.as_ref()))?;
+        return Ok(());
     }
     let hash = args.first().is_some_and(|a| a == "--hash");
     if hash {

@@ -2,8 +2,9 @@
 //!
 //! [`NarEncoder`] is the synchronous core: an iterator of chunks of about [`CHUNK_SIZE`] bytes. Directory
 //! entries and small files are batched into one chunk; big files are read straight into the chunk buffer in
-//! large reads (no extra copy). Chunk buffers are recycled once the consumer drops them. [`encode`] and [`encode_from_offset`] wrap it in an async
-//! [`Stream`] whose filesystem work runs on tokio's blocking pool, one chunk ahead of the consumer.
+//! large reads (no extra copy). Chunk buffers are recycled once the consumer drops them. [`encode`] and
+//! [`encode_from_offset`] wrap it in an async [`Stream`] whose filesystem work runs on tokio's blocking
+//! pool, one batch of chunks ahead of the consumer.
 
 use std::cmp::min;
 use std::collections::VecDeque;
@@ -38,7 +39,7 @@ const CHUNKS_PER_TASK: usize = 4;
 const SLACK: usize = 16 << 10;
 
 /// Idle buffers kept per encoder for reuse.
-const POOL_MAX: usize = 8;
+const POOL_MAX: usize = 4;
 
 /// Recycles chunk buffers. A buffer is zero-filled once when allocated and then reused whenever every
 /// [`Bytes`] made from it has been dropped: no fresh pages (and page faults) per chunk, no re-zeroing, and
