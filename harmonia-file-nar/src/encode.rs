@@ -684,6 +684,24 @@ mod tests {
     }
 
     #[test]
+    fn reader_gives_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("f"), vec![3u8; 300_000]).unwrap();
+        fs::write(dir.path().join("g"), b"g").unwrap();
+        let mut via_reader = Vec::new();
+        let mut reader = NarReader::new(dir.path());
+        let mut small = [0u8; 1000];
+        loop {
+            let n = reader.read(&mut small).unwrap();
+            if n == 0 {
+                break;
+            }
+            via_reader.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(via_reader, nar_of(dir.path(), CHUNK_SIZE));
+    }
+
+    #[test]
     fn missing_path_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let mut enc = NarEncoder::new(dir.path().join("nope"));
