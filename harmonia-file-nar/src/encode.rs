@@ -5,6 +5,9 @@
 //! large reads (no extra copy). Chunk buffers are recycled once the consumer drops them. [`encode`] and
 //! [`encode_from_offset`] wrap it in an async [`Stream`] whose filesystem work runs on tokio's blocking
 //! pool, one batch of chunks ahead of the consumer.
+//!
+//! No `posix_fadvise`: every read asks for up to a whole chunk, which already makes the kernel's readahead
+//! window grow on cold files, and warm files come from the page cache.
 
 use std::cmp::min;
 use std::collections::VecDeque;
