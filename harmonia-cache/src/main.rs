@@ -14,6 +14,7 @@ mod narinfo;
 mod realisation;
 mod serve;
 mod server;
+mod stall;
 mod stepper;
 
 use std::sync::Arc;

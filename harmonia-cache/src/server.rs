@@ -15,11 +15,14 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
 use crate::config::{Bind, Config, TlsPaths};
+use crate::stall::StallTimeout;
 
 /// How long a client may take to send a request head (also bounds idle keep-alive connections).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a response write may make no progress before the connection is dropped.
+const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest request head we buffer; Nix's requests are a few hundred bytes.
 const MAX_READ_BUF: usize = 64 * 1024;
 
@@ -134,6 +137,7 @@ fn spawn_connection<S>(
 {
     tokio::spawn(async move {
         let _permit = permit;
+        let stream = StallTimeout::new(stream, WRITE_STALL_TIMEOUT);
         match tls {
             None => serve_http1(stream, router).await,
             Some(acceptor) => {
