@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tokio::io::AsyncWriteExt;
+use std::os::fd::AsFd;
 
 /// Command line: everything else lives in the config file.
 #[derive(Debug, Parser)]
@@ -41,13 +41,13 @@ fn main() -> Result<()> {
         Some(path) => config::Config::load(path)?,
         None => config::Config::parse("")?,
     };
+    if args.stdio {
+        return relay_stdio(&config.socket_path);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    if args.stdio {
-        return runtime.block_on(relay_stdio(config.socket_path));
-    }
     runtime.block_on(async move {
         let store = store::LocalStore::open(&config).await?;
         let listener = server::bind_socket(&config.socket_path)?;
@@ -56,27 +56,44 @@ fn main() -> Result<()> {
     })
 }
 
-/// Copies stdin to the daemon's socket and the socket to stdout until both directions are done.
-async fn relay_stdio(socket: PathBuf) -> Result<()> {
-    let stream = tokio::net::UnixStream::connect(&socket)
-        .await
+/// Copies stdin to the daemon's socket and the socket to stdout until the daemon hangs up, with plain blocking
+/// reads and writes of whatever arrives (nothing is held back).
+fn relay_stdio(socket: &std::path::Path) -> Result<()> {
+    let stream = std::os::unix::net::UnixStream::connect(socket)
         .with_context(|| format!("cannot connect to harmonia-daemon at {}", socket.display()))?;
-    let (mut from_daemon, mut to_daemon) = stream.into_split();
-    let upstream = async {
-        tokio::io::copy(&mut tokio::io::stdin(), &mut to_daemon).await?;
-        to_daemon.shutdown().await
-    };
-    let downstream = async {
-        let mut stdout = tokio::io::stdout();
-        tokio::io::copy(&mut from_daemon, &mut stdout).await?;
-        stdout.flush().await
-    };
-    // The session is over when the daemon hangs up; the client's stdin may stay open until then.
-    tokio::select! {
-        r = downstream => r.context("relaying the daemon's output")?,
-        r = async { upstream.await?; std::future::pending::<std::io::Result<()>>().await } => {
-            r.context("relaying the client's input")?
+    let mut to_daemon = stream.try_clone().context("cannot clone the socket")?;
+    // Unbuffered files on the standard descriptors (std's Stdout is line-buffered, which would hold NAR data).
+    let mut stdin = std::fs::File::from(
+        std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("cannot use stdin")?,
+    );
+    let mut stdout = std::fs::File::from(
+        std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("cannot use stdout")?,
+    );
+    // The client's stdin may stay open until the daemon hangs up, so this thread is not joined.
+    std::thread::spawn(move || {
+        let _ = pump(&mut stdin, &mut to_daemon);
+        let _ = to_daemon.shutdown(std::net::Shutdown::Write);
+    });
+    let mut from_daemon = stream;
+    pump(&mut from_daemon, &mut stdout).context("relaying the daemon's output")?;
+    Ok(())
+}
+
+/// Writes everything `from` yields to `to` as soon as it arrives, until end of file.
+fn pump(from: &mut impl std::io::Read, to: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => to.write_all(&buf[..n])?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
-    Ok(())
 }

@@ -15,23 +15,14 @@ pub const TEMP_PREFIX: &str = ".harmonia-tmp-";
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A fresh temporary directory inside `real_store_dir`, on the same filesystem so the final rename is atomic.
-pub fn make_temp_dir(real_store_dir: &Path) -> io::Result<PathBuf> {
-    loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let p = real_store_dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
-        match fs::create_dir(&p) {
-            Ok(()) => {
-                fs::set_permissions(&p, fs::Permissions::from_mode(0o700))?;
-                return Ok(p);
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
+/// A fresh name for a temporary path inside `real_store_dir` (nothing is created), on the same filesystem as
+/// the store so the final rename is atomic.
+pub fn temp_path(real_store_dir: &Path) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    real_store_dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
 }
 
-/// Removes temporary directories left by a daemon that was killed mid-add.
+/// Removes temporary paths left by a daemon that was killed mid-add.
 pub fn remove_stale_temp_dirs(real_store_dir: &Path) -> io::Result<usize> {
     let mut n = 0;
     for entry in fs::read_dir(real_store_dir)? {
@@ -94,8 +85,7 @@ mod tests {
     #[test]
     fn canonicalise_then_remove() {
         let dir = tempfile::tempdir().unwrap();
-        let t = make_temp_dir(dir.path()).unwrap();
-        let out = t.join("out");
+        let out = temp_path(dir.path());
         fs::create_dir_all(out.join("sub")).unwrap();
         fs::write(out.join("sub/f"), b"x").unwrap();
         fs::write(out.join("exe"), b"#!").unwrap();
@@ -115,6 +105,6 @@ mod tests {
             0o555
         );
         assert_eq!(remove_stale_temp_dirs(dir.path()).unwrap(), 1);
-        assert!(!t.exists());
+        assert!(!out.exists());
     }
 }

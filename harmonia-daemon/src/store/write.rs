@@ -12,6 +12,7 @@ use harmonia_utils_hash::{Algorithm, Hash, Hasher, NarHash};
 use harmonia_utils_signature::Signature;
 use tokio::io::{AsyncRead, ReadBuf};
 
+use super::locks::LockFile;
 use super::{LocalStore, StoreError, fsutil};
 
 /// Options of an add, as the client sends them.
@@ -43,41 +44,41 @@ pub enum CaSource {
     Contents,
 }
 
-/// A temporary directory inside the store; removed when done, and by `Drop` if the add is cancelled.
-struct TempDir {
+/// A temporary name inside the real store dir (same filesystem, so the final rename is atomic) that the
+/// restored tree is written at. Removed when the add fails, and by `Drop` if the add is cancelled.
+struct TempPath {
     path: Option<PathBuf>,
 }
 
-impl TempDir {
-    async fn new(real_dir: &Path) -> Result<TempDir, StoreError> {
-        let rd = real_dir.to_path_buf();
-        let path = tokio::task::spawn_blocking(move || fsutil::make_temp_dir(&rd))
-            .await
-            .map_err(|e| StoreError::Internal(e.to_string()))?
-            .map_err(StoreError::io(
-                "cannot create a temporary directory in the store",
-            ))?;
-        Ok(TempDir { path: Some(path) })
+impl TempPath {
+    fn new(real_dir: &Path) -> TempPath {
+        TempPath {
+            path: Some(fsutil::temp_path(real_dir)),
+        }
     }
 
     fn out(&self) -> PathBuf {
         self.path
-            .as_deref()
-            .unwrap_or(Path::new("/nonexistent"))
-            .join("out")
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/nonexistent"))
+    }
+
+    /// The tree was renamed into the store: nothing left to clean up.
+    fn consumed(&mut self) {
+        self.path = None;
     }
 
     async fn remove(mut self) {
         if let Some(p) = self.path.take() {
             let r = tokio::task::spawn_blocking(move || fsutil::remove_tree(&p)).await;
             if let Ok(Err(e)) = r {
-                tracing::warn!("cannot remove temporary directory: {e}");
+                tracing::warn!("cannot remove a temporary path in the store: {e}");
             }
         }
     }
 }
 
-impl Drop for TempDir {
+impl Drop for TempPath {
     fn drop(&mut self) {
         if let Some(p) = self.path.take() {
             // Only reached when the add was cancelled mid-way (client gone, shutdown); start-up cleanup is the
@@ -243,7 +244,7 @@ impl LocalStore {
             }
             _ => None,
         };
-        let tmp = TempDir::new(&self.inner.real_dir).await?;
+        let mut tmp = TempPath::new(&self.inner.real_dir);
         let result = async {
             let mut tee = Tee::new(nar, extra, Some(info.nar_size));
             harmonia_file_nar::restore(&mut tee, &tmp.out()).await?;
@@ -292,7 +293,7 @@ impl LocalStore {
                 )));
             }
             info.references.sort();
-            self.install(&tmp, info, opts.repair).await
+            self.install(&mut tmp, info, opts.repair).await
         }
         .await;
         tmp.remove().await;
@@ -324,7 +325,7 @@ impl LocalStore {
                 "only text and sha256 recursive content-addressed paths may have references".into(),
             ));
         }
-        let tmp = TempDir::new(&self.inner.real_dir).await?;
+        let mut tmp = TempPath::new(&self.inner.real_dir);
         let result = async {
             let (ca_hash, nar_hash, nar_size) = match source {
                 CaSource::Nar => {
@@ -391,7 +392,7 @@ impl LocalStore {
                 ca: Some(ca.to_string()),
                 references,
             };
-            self.install(&tmp, info.clone(), repair).await?;
+            self.install(&mut tmp, info.clone(), repair).await?;
             Ok(info)
         }
         .await;
@@ -424,68 +425,72 @@ impl LocalStore {
         .await
     }
 
-    /// Moves `tmp/out` to the path's place and registers it, under the path's lock. A path that is already
-    /// valid is left alone unless `repair`.
+    /// Moves the restored tree to the path's place and registers it, under the path's locks (in-process, then
+    /// Nix's `.lock` file), in one blocking step. A path that is already valid is left alone unless `repair`.
     async fn install(
         &self,
-        tmp: &TempDir,
+        tmp: &mut TempPath,
         mut info: ValidPathInfo,
         repair: bool,
     ) -> Result<(), StoreError> {
         let real = self.real_path(&info.path);
-        let _lock = self
-            .inner
-            .locks
-            .lock(&real)
-            .await
-            .map_err(StoreError::io("cannot lock the store path"))?;
-        if !repair && self.is_valid_path(info.path.clone()).await? {
-            return Ok(());
-        }
-        let missing: Vec<StorePath> = {
-            let refs: Vec<StorePath> = info
-                .references
-                .iter()
-                .filter(|r| **r != info.path)
-                .cloned()
-                .collect();
-            let valid = self.query_valid_paths(refs.clone()).await?;
-            refs.into_iter().filter(|r| !valid.contains(r)).collect()
-        };
-        if let Some(m) = missing.first() {
-            return Err(StoreError::Invalid(format!(
-                "cannot add path '{}' because it references the invalid path '{}'",
-                self.store_dir().display(&info.path),
-                self.store_dir().display(m)
-            )));
-        }
+        let _lock = self.inner.locks.lock(&real).await;
         let outputs = self.derivation_outputs(&info.path, &tmp.out()).await?;
-        let src = tmp.out();
-        let dst = real.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-            fsutil::canonicalise(&src).map_err(StoreError::io("cannot set canonical metadata"))?;
-            // A leftover (invalid) path, or the old copy when repairing, makes way.
-            fsutil::remove_tree(&dst)
-                .map_err(StoreError::io("cannot remove the old copy of the path"))?;
-            std::fs::rename(&src, &dst)
-                .map_err(StoreError::io("cannot move the path into the store"))
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))??;
         if info.registration_time == 0 {
             info.registration_time = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
         }
-        let registered = self
-            .write_db(move |db| db.register_valid_paths_and_outputs(&[info], &outputs))
-            .await;
-        if registered.is_err() {
-            let dst = real.clone();
-            let _ = tokio::task::spawn_blocking(move || fsutil::remove_tree(&dst)).await;
+        let inner = self.inner.clone();
+        let src = tmp.out();
+        let moved = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+            let _file_lock =
+                LockFile::acquire(&real).map_err(StoreError::io("cannot lock the store path"))?;
+            let sd = &inner.store_dir;
+            let refs: Vec<StorePath> = info
+                .references
+                .iter()
+                .filter(|r| **r != info.path)
+                .cloned()
+                .collect();
+            let (valid, valid_refs) = inner.readers.with_conn(|db| {
+                Ok::<_, StoreError>((db.is_valid_path(&info.path)?, db.query_valid_paths(&refs)?))
+            })?;
+            if valid && !repair {
+                return Ok(false);
+            }
+            if let Some(m) = refs.iter().find(|r| !valid_refs.contains(r)) {
+                return Err(StoreError::Invalid(format!(
+                    "cannot add path '{}' because it references the invalid path '{}'",
+                    sd.display(&info.path),
+                    sd.display(m)
+                )));
+            }
+            fsutil::canonicalise(&src).map_err(StoreError::io("cannot set canonical metadata"))?;
+            // A leftover (invalid) path, or the old copy when repairing, makes way.
+            fsutil::remove_tree(&real)
+                .map_err(StoreError::io("cannot remove the old copy of the path"))?;
+            std::fs::rename(&src, &real)
+                .map_err(StoreError::io("cannot move the path into the store"))?;
+            let mut db = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = db.register_valid_paths_and_outputs(&[info], &outputs) {
+                drop(db);
+                let _ = fsutil::remove_tree(&real);
+                return Err(e.into());
+            }
+            Ok(true)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
+        match moved {
+            Ok(true) => {
+                tmp.consumed();
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
         }
-        registered
     }
 
     /// For a `.drv` at `real`, the `DerivationOutputs` rows Nix registers with it; nothing for other paths.

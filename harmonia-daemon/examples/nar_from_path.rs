@@ -1,0 +1,24 @@
+//! Measures NarFromPath through harmonia-protocol's client: `nar_from_path SOCKET STORE_PATH`.
+//! Prints the NAR size and the time it took (used by `scripts/bench-daemon`).
+
+use std::time::Instant;
+
+use harmonia_protocol::ProtocolVersion;
+use harmonia_protocol::client::UnixClient;
+use harmonia_store_path::StoreDir;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let (Some(socket), Some(path)) = (args.next(), args.next()) else {
+        return Err("usage: nar_from_path SOCKET STORE_PATH".into());
+    };
+    let sd = StoreDir::default();
+    let path = sd.parse_path(&path)?;
+    let mut client = UnixClient::connect(socket.as_ref(), sd, ProtocolVersion::new(1, 38)).await?;
+    let start = Instant::now();
+    let size = client.nar_from_path(&path, &mut tokio::io::sink()).await?;
+    let secs = start.elapsed().as_secs_f64();
+    println!("{size} {secs:.6}");
+    Ok(())
+}
