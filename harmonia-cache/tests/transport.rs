@@ -31,10 +31,10 @@ fn unix_socket() {
 }
 
 #[test]
-fn tls_with_rsa_and_ec_keys() {
+fn tls_with_pkcs8_rsa_and_sec1_keys() {
     let f = fixture();
     let certs = tempfile::tempdir().expect("tempdir");
-    for kind in ["rsa", "ec"] {
+    for kind in ["rsa", "rsa-pkcs1", "ec", "ec-sec1"] {
         let (cert, key) = self_signed_cert(certs.path(), kind);
         let cert_arg = cert.display().to_string();
         let server = Server::start(

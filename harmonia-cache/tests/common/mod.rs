@@ -242,15 +242,21 @@ pub fn self_signed_cert(dir: &Path, key_kind: &str) -> (PathBuf, PathBuf) {
         "/CN=localhost",
     ])
     .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]);
-    match key_kind {
-        "rsa" => {
-            cmd.args(["-newkey", "rsa:2048"]);
-        }
-        "ec" => {
-            cmd.args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]);
-        }
+    // "rsa" and "ec" give PKCS#8 keys; the others re-encode them in the traditional forms.
+    let (newkey, convert): (&[&str], Option<&[&str]>) = match key_kind {
+        "rsa" => (&["-newkey", "rsa:2048"], None),
+        "rsa-pkcs1" => (&["-newkey", "rsa:2048"], Some(&["rsa", "-traditional"])),
+        "ec" => (
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+            None,
+        ),
+        "ec-sec1" => (
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+            Some(&["ec"]),
+        ),
         other => panic!("unknown key kind {other}"),
-    }
+    };
+    cmd.args(newkey);
     cmd.arg("-keyout").arg(&key).arg("-out").arg(&cert);
     let out = output(&mut cmd);
     assert!(
@@ -258,5 +264,25 @@ pub fn self_signed_cert(dir: &Path, key_kind: &str) -> (PathBuf, PathBuf) {
         "openssl failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    if let Some(convert) = convert {
+        let converted = dir.join(format!("key-{key_kind}-converted.pem"));
+        let out = output(
+            Command::new("openssl")
+                .args(convert)
+                .arg("-in")
+                .arg(&key)
+                .arg("-out")
+                .arg(&converted),
+        );
+        assert!(out.status.success(), "openssl conversion failed");
+        let pem = std::fs::read_to_string(&converted).expect("converted key");
+        let want = if key_kind == "rsa-pkcs1" {
+            "BEGIN RSA PRIVATE KEY"
+        } else {
+            "BEGIN EC PRIVATE KEY"
+        };
+        assert!(pem.contains(want), "expected {want} in {pem}");
+        return (cert, converted);
+    }
     (cert, key)
 }
