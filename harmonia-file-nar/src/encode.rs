@@ -41,8 +41,10 @@ const CHUNKS_PER_TASK: usize = 4;
 /// growing the buffer.
 const SLACK: usize = 16 << 10;
 
-/// Idle buffers kept per encoder for reuse.
-const POOL_MAX: usize = 4;
+/// Idle buffers kept per encoder for reuse: enough for the two batches [`NarStream`] has in flight. An
+/// encoder only ever allocates as many buffers as its consumer holds chunks at once, so a consumer that
+/// takes one chunk at a time keeps two.
+const POOL_MAX: usize = 2 * CHUNKS_PER_TASK;
 
 /// Recycles chunk buffers. A buffer is zero-filled once when allocated and then reused whenever every
 /// [`Bytes`] made from it has been dropped: no fresh pages (and page faults) per chunk, no re-zeroing, and
