@@ -4,8 +4,10 @@
 use std::time::Instant;
 
 use harmonia_protocol::ProtocolVersion;
-use harmonia_protocol::client::UnixClient;
+use harmonia_protocol::client::Client;
+use harmonia_protocol::handshake::ClientHandshake;
 use harmonia_store_path::StoreDir;
+use tokio::io::BufReader;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -15,7 +17,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let sd = StoreDir::default();
     let path = sd.parse_path(&path)?;
-    let mut client = UnixClient::connect(socket.as_ref(), sd, ProtocolVersion::new(1, 38)).await?;
+    // A large read buffer: NARs arrive in big chunks, and an 8 KiB buffer costs a syscall per 8 KiB.
+    let stream = tokio::net::UnixStream::connect(&socket).await?;
+    let (r, w) = stream.into_split();
+    let offer = ClientHandshake {
+        version: ProtocolVersion::new(1, 38),
+        ..ClientHandshake::default()
+    };
+    let mut client = Client::handshake(BufReader::with_capacity(1 << 20, r), w, sd, &offer).await?;
     let start = Instant::now();
     let size = client.nar_from_path(&path, &mut tokio::io::sink()).await?;
     let secs = start.elapsed().as_secs_f64();

@@ -34,7 +34,7 @@ use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::auth::{Access, Peer};
 use crate::server::Daemon;
-use crate::store::{AddOptions, CaMethod, CaSource, LocalStore, StoreError};
+use crate::store::{AddOptions, CaMethod, CaSource, LocalStore, Prepared, StoreError};
 
 /// A client that does not finish the handshake in this time is dropped (it holds a socket meanwhile).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -394,12 +394,35 @@ impl Conn<'_> {
                 let trusted = self.trusted;
                 let mut m = MultipleReader::new(self.r.inner_mut(), store.store_dir().clone());
                 let mut result = Ok(());
+                // Pipelined: path i is installed (moved, registered) while path i+1's NAR is read and
+                // checked. Installs stay in order, so references to earlier paths of the batch are valid.
+                let mut pending: Option<Prepared> = None;
                 while let Some(info) = m.next_info().await? {
                     let info = from_wire_info(info, trusted);
-                    if let Err(e) = store.add_nar(info, m.nar(), opts).await {
-                        result = Err(e);
-                        break;
+                    let install = async {
+                        match pending.take() {
+                            Some(p) => store.install_prepared(p).await,
+                            None => Ok(()),
+                        }
+                    };
+                    let (prepared, installed) =
+                        tokio::join!(store.prepare_nar(info, m.nar(), opts), install);
+                    match (prepared, installed) {
+                        (Ok(p), Ok(())) => pending = Some(p),
+                        (Ok(p), Err(e)) => {
+                            p.discard().await;
+                            result = Err(e);
+                            break;
+                        }
+                        (Err(e), installed) => {
+                            result = installed.and(Err(e));
+                            break;
+                        }
                     }
+                }
+                // `pending` is empty after a failure.
+                if let (Ok(()), Some(p)) = (&result, pending.take()) {
+                    result = store.install_prepared(p).await;
                 }
                 // Also after an error (possibly inside a NAR): read the frames to their end.
                 m.finish().await?;

@@ -351,3 +351,45 @@ async fn copied_derivations_get_their_outputs_registered() {
     assert_eq!(outs.get("out"), Some(&Some(sp(&src.paths.top))));
     assert_eq!(outs.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_multiple_stops_at_a_bad_path_and_keeps_the_good_ones() {
+    let src = standard_fixture();
+    let dst = FixtureStore::new();
+    let d = Daemon::start(&dst, "");
+    let mut c = connect(&d, (1, 34)).await;
+    let paths = [&src.paths.dep, &src.paths.tree, &src.paths.text_file];
+    let nars: Vec<Vec<u8>> = paths.iter().map(|p| src.store.dump(p)).collect();
+    let mut items: Vec<(ValidPathInfo, &[u8])> = paths
+        .iter()
+        .zip(&nars)
+        .map(|(p, n)| (wire_info(&src.store, p), &n[..]))
+        .collect();
+    // The second path claims the wrong hash.
+    items[1].0.info.nar_hash = items[2].0.info.nar_hash;
+    let err = c
+        .add_multiple_to_store(false, true, &mut items)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, ProtocolError::Remote(e) if e.msg.contains("hash mismatch")),
+        "{err}"
+    );
+    assert!(c.is_valid_path(&sp(&src.paths.dep)).await.expect("usable"));
+    assert!(!c.is_valid_path(&sp(&src.paths.tree)).await.expect("usable"));
+    assert!(
+        !c.is_valid_path(&sp(&src.paths.text_file))
+            .await
+            .expect("usable")
+    );
+    let entries = common::store_entries(&dst.store_dir());
+    assert_eq!(
+        entries,
+        vec![harmonia_test_support::base_name(&src.paths.dep).to_owned()]
+    );
+    ok(dst
+        .nix("nix-store")
+        .arg("--store")
+        .arg(dst.root())
+        .args(["--verify", "--check-contents"]));
+}

@@ -19,7 +19,7 @@ use harmonia_utils_signature::PublicKey;
 
 use crate::config::Config;
 
-pub use write::{AddOptions, CaMethod, CaSource};
+pub use write::{AddOptions, CaMethod, CaSource, Prepared};
 
 /// Why a store operation failed; the worker turns it into a protocol error for the client.
 #[derive(Debug, thiserror::Error)]

@@ -95,6 +95,20 @@ impl Drop for TempPath {
     }
 }
 
+/// A restored and checked path waiting to be installed; dropping it removes the restored tree.
+pub struct Prepared {
+    tmp: TempPath,
+    info: ValidPathInfo,
+    repair: bool,
+}
+
+impl Prepared {
+    /// Gives up on the path, removing the restored tree.
+    pub async fn discard(self) {
+        self.tmp.remove().await;
+    }
+}
+
 /// Passes bytes through while hashing them (NAR sha256 and optionally a second algorithm) and refusing to read
 /// past a size limit.
 struct Tee<R> {
@@ -227,10 +241,30 @@ impl LocalStore {
     /// always consumed from `nar` unless an error is returned before its end.
     pub async fn add_nar<R: AsyncRead + Unpin + Send>(
         &self,
-        mut info: ValidPathInfo,
+        info: ValidPathInfo,
         nar: R,
         opts: AddOptions,
     ) -> Result<(), StoreError> {
+        let prepared = self.prepare_nar(info, nar, opts).await?;
+        self.install_prepared(prepared).await
+    }
+
+    /// Registers what [`LocalStore::prepare_nar`] checked: moves it into place and registers it.
+    pub async fn install_prepared(&self, mut p: Prepared) -> Result<(), StoreError> {
+        let result = self.install(&mut p.tmp, p.info, p.repair).await;
+        p.tmp.remove().await;
+        result
+    }
+
+    /// The first half of [`LocalStore::add_nar`]: restores the NAR at a temporary path in the store and checks
+    /// it against the claim (hash, size, content address, signatures). Nothing is registered yet, so the next
+    /// path's NAR can be read while this one is installed.
+    pub async fn prepare_nar<R: AsyncRead + Unpin + Send>(
+        &self,
+        mut info: ValidPathInfo,
+        nar: R,
+        opts: AddOptions,
+    ) -> Result<Prepared, StoreError> {
         let ca = match info.ca.as_deref() {
             Some(s) => Some(
                 s.parse::<ContentAddress>()
@@ -244,7 +278,7 @@ impl LocalStore {
             }
             _ => None,
         };
-        let mut tmp = TempPath::new(&self.inner.real_dir);
+        let tmp = TempPath::new(&self.inner.real_dir);
         let result = async {
             let mut tee = Tee::new(nar, extra, Some(info.nar_size));
             harmonia_file_nar::restore(&mut tee, &tmp.out()).await?;
@@ -293,11 +327,20 @@ impl LocalStore {
                 )));
             }
             info.references.sort();
-            self.install(&mut tmp, info, opts.repair).await
+            Ok(info)
         }
         .await;
-        tmp.remove().await;
-        result
+        match result {
+            Ok(info) => Ok(Prepared {
+                tmp,
+                info,
+                repair: opts.repair,
+            }),
+            Err(e) => {
+                tmp.remove().await;
+                Err(e)
+            }
+        }
     }
 
     /// Adds a content-addressed path whose store path we compute (AddToStore); returns its metadata.
