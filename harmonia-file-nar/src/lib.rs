@@ -10,6 +10,7 @@
 //! - [`restore`]: unpack a NAR into a new directory, never writing outside it.
 //! - [`list`]: the `.ls` JSON listing with `narOffset`s, from metadata only.
 //! - [`hash_and_size`]: NAR hash and size in one pass.
+//! - [`NarScanner`] / [`NarPassthrough`]: find where a NAR ends in a stream that goes on after it.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), harmonia_file_nar::NarError> {
@@ -39,6 +40,7 @@ mod error;
 mod hash;
 mod listing;
 mod restore;
+mod scan;
 pub mod wire;
 
 pub use decode::{
@@ -49,6 +51,7 @@ pub use error::NarError;
 pub use hash::{hash_and_size, hash_and_size_blocking};
 pub use listing::{ListingEntry, NarListing, list, list_with_nar_size};
 pub use restore::restore;
+pub use scan::{NarPassthrough, NarScanner};
 
 #[cfg(test)]
 mod tests {

@@ -66,7 +66,13 @@ pub enum ProtocolError {
     UnexpectedStderr(&'static str),
     /// The NAR being passed through is malformed.
     #[error("malformed NAR: {0}")]
-    Nar(String),
+    Nar(#[from] harmonia_file_nar::NarError),
+    /// A tunnelled NAR chunk carried bytes past the NAR's end.
+    #[error("{extra} bytes of data after the end of the tunnelled NAR")]
+    TrailingNarData {
+        /// How many bytes followed the NAR.
+        extra: u64,
+    },
     /// The daemon answered with an error.
     #[error("daemon error: {0}")]
     Remote(NixError),

@@ -1,0 +1,369 @@
+//! Finding where a NAR ends in a stream that goes on after it.
+//!
+//! The worker protocol sends some NARs with no length in front (AddToStore before 1.25, each path inside
+//! AddMultipleToStore, the reply of NarFromPath), so a reader has to parse the NAR to know where it ends.
+//! [`NarScanner`] does the minimum of that without I/O: it knows which strings are keywords and which are
+//! values, checks the magic, the keywords and the padding, and counts parentheses. [`NarPassthrough`] turns
+//! it into an `AsyncRead` that yields exactly one NAR's bytes, unchanged, then EOF, leaving the stream right
+//! after the NAR. Full validation (names, ordering, types) is [`NarDecoder`](crate::NarDecoder)'s job, which
+//! can read from the passthrough.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
+
+use crate::NarError;
+use crate::wire::MAGIC;
+
+/// Keywords are short; anything longer where a keyword is due is malformed.
+const MAX_KEYWORD: usize = 16;
+
+/// Bytes of zero padding after a string of `len` bytes.
+fn padding_len(len: u64) -> usize {
+    ((8 - len % 8) % 8) as usize
+}
+
+#[derive(Debug, Clone)]
+enum ScanState {
+    Len {
+        buf: [u8; 8],
+        got: usize,
+    },
+    Data {
+        remaining: u64,
+        padding: usize,
+        keyword: Option<Vec<u8>>,
+    },
+    Pad {
+        remaining: usize,
+    },
+    Done,
+}
+
+/// A sans-I/O scanner that finds the end of one NAR: feed it bytes, it says how many of
+/// them belong to the NAR.
+#[derive(Debug, Clone)]
+pub struct NarScanner {
+    state: ScanState,
+    depth: u64,
+    tokens: u64,
+    next_is_value: bool,
+    total: u64,
+    token_offset: u64,
+}
+
+impl Default for NarScanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NarScanner {
+    /// A scanner at the start of a NAR.
+    pub fn new() -> Self {
+        Self {
+            state: ScanState::Len {
+                buf: [0; 8],
+                got: 0,
+            },
+            depth: 0,
+            tokens: 0,
+            next_is_value: false,
+            total: 0,
+            token_offset: 0,
+        }
+    }
+
+    /// Whether the NAR's final `)` has been consumed.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, ScanState::Done)
+    }
+
+    /// Bytes of NAR consumed so far.
+    pub fn consumed(&self) -> u64 {
+        self.total
+    }
+
+    /// Consumes bytes from the front of `data` that belong to the NAR and returns how
+    /// many; less than `data.len()` only when the NAR ended.
+    pub fn feed(&mut self, data: &[u8]) -> Result<usize, NarError> {
+        let mut pos = 0;
+        while pos < data.len() {
+            match &mut self.state {
+                ScanState::Done => break,
+                ScanState::Len { buf, got } => {
+                    if *got == 0 {
+                        self.token_offset = self.total + pos as u64;
+                    }
+                    let n = (8 - *got).min(data.len() - pos);
+                    buf[*got..*got + n].copy_from_slice(&data[pos..pos + n]);
+                    *got += n;
+                    pos += n;
+                    if *got == 8 {
+                        let len = u64::from_le_bytes(*buf);
+                        let is_value = self.next_is_value;
+                        if !is_value && len > MAX_KEYWORD as u64 {
+                            return Err(NarError::TooLong {
+                                offset: self.token_offset,
+                                what: "token",
+                                len,
+                                max: MAX_KEYWORD as u64,
+                            });
+                        }
+                        let keyword = (!is_value).then(|| Vec::with_capacity(len as usize));
+                        self.state = ScanState::Data {
+                            remaining: len,
+                            padding: padding_len(len),
+                            keyword,
+                        };
+                        self.after_data_if_empty()?;
+                    }
+                }
+                ScanState::Data {
+                    remaining, keyword, ..
+                } => {
+                    let n = (*remaining).min((data.len() - pos) as u64) as usize;
+                    if let Some(k) = keyword {
+                        k.extend_from_slice(&data[pos..pos + n]);
+                    }
+                    *remaining -= n as u64;
+                    pos += n;
+                    self.after_data_if_empty()?;
+                }
+                ScanState::Pad { remaining } => {
+                    let n = (*remaining).min(data.len() - pos);
+                    if data[pos..pos + n].iter().any(|b| *b != 0) {
+                        return Err(NarError::BadPadding {
+                            offset: self.total + pos as u64,
+                        });
+                    }
+                    *remaining -= n;
+                    pos += n;
+                    if *remaining == 0 {
+                        self.end_token();
+                    }
+                }
+            }
+        }
+        self.total += pos as u64;
+        Ok(pos)
+    }
+
+    /// When the string data is complete: interpret it and move on to padding.
+    fn after_data_if_empty(&mut self) -> Result<(), NarError> {
+        let ScanState::Data {
+            remaining: 0,
+            padding,
+            keyword,
+        } = &mut self.state
+        else {
+            return Ok(());
+        };
+        let padding = *padding;
+        let keyword = keyword.take();
+        self.tokens += 1;
+        if let Some(k) = keyword {
+            self.interpret(&k)?;
+        } else {
+            self.next_is_value = false;
+        }
+        if padding == 0 {
+            self.end_token();
+        } else {
+            self.state = ScanState::Pad { remaining: padding };
+        }
+        Ok(())
+    }
+
+    fn interpret(&mut self, k: &[u8]) -> Result<(), NarError> {
+        if self.tokens == 1 {
+            if k != MAGIC {
+                return Err(NarError::BadMagic);
+            }
+            return Ok(());
+        }
+        match k {
+            b"(" => self.depth += 1,
+            b")" => {
+                self.depth = self
+                    .depth
+                    .checked_sub(1)
+                    .ok_or_else(|| self.unexpected("a token inside the NAR", k))?;
+            }
+            b"type" | b"contents" | b"target" | b"name" | b"executable" => {
+                self.next_is_value = true
+            }
+            b"entry" | b"node" => {}
+            other => return Err(self.unexpected("a NAR keyword", other)),
+        }
+        if self.tokens == 2 && k != b"(" {
+            return Err(self.unexpected("\"(\"", k));
+        }
+        Ok(())
+    }
+
+    fn unexpected(&self, expected: &'static str, found: &[u8]) -> NarError {
+        NarError::UnexpectedToken {
+            offset: self.token_offset,
+            expected,
+            found: String::from_utf8_lossy(&found[..found.len().min(64)]).into_owned(),
+        }
+    }
+
+    fn end_token(&mut self) {
+        self.state = if self.tokens >= 2 && self.depth == 0 {
+            ScanState::Done
+        } else {
+            ScanState::Len {
+                buf: [0; 8],
+                got: 0,
+            }
+        };
+    }
+}
+
+/// An `AsyncRead` yielding exactly one NAR from a buffered stream, then EOF.
+#[derive(Debug)]
+pub struct NarPassthrough<R> {
+    inner: R,
+    scanner: NarScanner,
+}
+
+impl<R> NarPassthrough<R> {
+    /// Reads one NAR from `inner`.
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            scanner: NarScanner::new(),
+        }
+    }
+
+    /// Bytes of NAR passed through so far.
+    pub fn consumed(&self) -> u64 {
+        self.scanner.consumed()
+    }
+
+    /// Gives back the stream, positioned right after the NAR once EOF was seen.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+impl<R: AsyncBufRead + Unpin> AsyncRead for NarPassthrough<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.scanner.is_done() || buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let avail = ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?;
+        if avail.is_empty() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "stream ended inside a NAR",
+            )));
+        }
+        let take = avail.len().min(buf.remaining());
+        let n = this
+            .scanner
+            .feed(&avail[..take])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        buf.put_slice(&avail[..n]);
+        Pin::new(&mut this.inner).consume(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn s(out: &mut Vec<u8>, data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        out.extend_from_slice(data);
+        out.extend_from_slice(&[0u8; 8][..padding_len(data.len() as u64)]);
+    }
+
+    /// A NAR with a directory, an executable file whose contents look like tokens, a
+    /// file named "(" and a symlink.
+    fn sample_nar() -> Vec<u8> {
+        let mut o = Vec::new();
+        for t in [
+            "nix-archive-1",
+            "(",
+            "type",
+            "directory",
+            "entry",
+            "(",
+            "name",
+            "(",
+        ] {
+            s(&mut o, t.as_bytes());
+        }
+        for t in ["node", "(", "type", "regular", "executable", "", "contents"] {
+            s(&mut o, t.as_bytes());
+        }
+        s(&mut o, b")");
+        for t in [
+            ")", ")", "entry", "(", "name", "link", "node", "(", "type", "symlink",
+        ] {
+            s(&mut o, t.as_bytes());
+        }
+        for t in ["target", ")", ")", ")", ")"] {
+            s(&mut o, t.as_bytes());
+        }
+        o
+    }
+
+    #[test]
+    fn finds_the_end_byte_by_byte() {
+        let nar = sample_nar();
+        let mut wire = nar.clone();
+        wire.extend_from_slice(b"NEXTREQUEST");
+        let mut sc = NarScanner::new();
+        let mut used = 0;
+        for b in &wire {
+            used += sc.feed(std::slice::from_ref(b)).unwrap();
+        }
+        assert!(sc.is_done());
+        assert_eq!(used, nar.len());
+
+        let mut sc = NarScanner::new();
+        assert_eq!(sc.feed(&wire).unwrap(), nar.len());
+    }
+
+    #[tokio::test]
+    async fn passthrough_stops_at_the_end() {
+        let nar = sample_nar();
+        let mut wire = nar.clone();
+        wire.extend_from_slice(b"rest");
+        let mut p = NarPassthrough::new(tokio::io::BufReader::with_capacity(7, &wire[..]));
+        let mut out = Vec::new();
+        p.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, nar);
+        let mut rest = Vec::new();
+        p.into_inner().read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"rest");
+    }
+
+    #[test]
+    fn garbage_is_rejected() {
+        let mut o = Vec::new();
+        s(&mut o, b"not-a-nar");
+        assert!(NarScanner::new().feed(&o).is_err());
+        let mut o = Vec::new();
+        o.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(NarScanner::new().feed(&o).is_err());
+        let mut o = Vec::new();
+        s(&mut o, b"nix-archive-1");
+        s(&mut o, b"(");
+        s(&mut o, b"bogus");
+        assert!(NarScanner::new().feed(&o).is_err());
+    }
+}
