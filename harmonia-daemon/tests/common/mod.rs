@@ -91,6 +91,22 @@ impl Daemon {
         std::fs::read_to_string(self._dir.path().join("daemon.log")).unwrap_or_default()
     }
 
+    /// Sends SIGTERM and waits (up to 30 s) for the daemon to exit; returns its exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        for _ in 0..300 {
+            if let Ok(Some(st)) = self.child.0.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
     /// Whether the daemon process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.0.try_wait(), Ok(None))
