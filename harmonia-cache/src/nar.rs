@@ -142,7 +142,10 @@ pub async fn nar(
                 .body(body)
         }
         RangeRequest::Full if use_zstd => {
-            let level = state.config.compression_level.unwrap_or(3);
+            let level = state
+                .config
+                .compression_level
+                .unwrap_or(crate::config::DEFAULT_ZSTD_LEVEL);
             let body = if is_head {
                 Body::empty()
             } else {
