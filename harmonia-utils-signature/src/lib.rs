@@ -173,7 +173,7 @@ fn parse_named<const N: usize>(
         .map_err(|e| SignatureError::BadBase64 {
             kind,
             name: name.to_owned(),
-            reason: e.to_string(),
+            reason: base64_reason(&e),
         })?;
     if n != N {
         return Err(SignatureError::WrongLength {
@@ -186,6 +186,25 @@ fn parse_named<const N: usize>(
     let mut out = Zeroizing::new([0u8; N]);
     out.copy_from_slice(&buf[..N]);
     Ok((name, out))
+}
+
+/// Why base64 decoding failed, without the offending symbol: the decoder's own message quotes it, and
+/// for a secret key a wrongly placed (but valid) last symbol carries bits of the seed.
+fn base64_reason(e: &base64::DecodeSliceError) -> String {
+    use base64::{DecodeError, DecodeSliceError};
+    match e {
+        DecodeSliceError::DecodeError(DecodeError::InvalidByte(offset, _)) => {
+            format!("invalid character at offset {offset}")
+        }
+        DecodeSliceError::DecodeError(DecodeError::InvalidLastSymbol(offset, _)) => {
+            format!("last character (offset {offset}) has non-zero trailing bits")
+        }
+        DecodeSliceError::DecodeError(DecodeError::InvalidLength(len)) => {
+            format!("invalid length {len}")
+        }
+        DecodeSliceError::DecodeError(DecodeError::InvalidPadding) => "invalid padding".into(),
+        DecodeSliceError::OutputSliceTooSmall => "too long".into(),
+    }
 }
 
 /// A Nix binary-cache signing key: a name and an ed25519 key pair.
@@ -544,6 +563,38 @@ mod tests {
             let _ = PublicKey::parse(&s);
             let _ = SecretKey::parse(&s);
         }
+    }
+
+    #[test]
+    fn base64_errors_never_quote_secret_symbols() {
+        // Seed bytes 0xff encode as '/' (all bits set), so a cut after two characters leaves set bits.
+        let k = key("k", 0xff);
+        let text = k.to_nix_string();
+        let data = text.split_once(':').unwrap().1;
+        // Cut the secret so its last character ends mid-byte with trailing bits set: the decoder's own
+        // message would quote that character, a piece of the seed.
+        let cut = (2..43)
+            .map(|n| &data[..n])
+            .find(|d| {
+                matches!(
+                    BASE64.decode(d),
+                    Err(base64::DecodeError::InvalidLastSymbol(..))
+                )
+            })
+            .expect("some prefix has trailing bits set");
+        let last = cut.as_bytes()[cut.len() - 1];
+        let err = SecretKey::parse(&format!("k:{cut}")).unwrap_err();
+        assert!(
+            matches!(&err, SignatureError::BadBase64 { reason, .. }
+                if !reason.contains(&last.to_string()) && !reason.contains(char::from(last))),
+            "{err}"
+        );
+        // An invalid character is reported by offset only.
+        let err = SecretKey::parse(&format!("k:{}!{}", &data[..10], &data[11..])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "secret key 'k' has invalid base64 data: invalid character at offset 10"
+        );
     }
 
     #[test]
