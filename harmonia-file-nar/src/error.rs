@@ -40,6 +40,13 @@ pub enum NarError {
         /// The size of the whole NAR.
         nar_size: u64,
     },
+    /// The tree's NAR would be longer than 2^64 bytes (sparse files can claim such sizes), so its offsets
+    /// cannot be represented.
+    #[error("the NAR of the tree containing {path} would be larger than 2^64 bytes")]
+    TooLarge {
+        /// The node at which the NAR size overflowed.
+        path: PathBuf,
+    },
     /// The NAR reader failed.
     #[error("reading the NAR failed at offset {offset}: {source}")]
     Read {

@@ -87,15 +87,27 @@ struct Lister {
 }
 
 impl Lister {
+    /// Move the NAR offset on by `n` bytes. Sparse files (tmpfs and XFS allow 2^63 - 1 bytes each) can
+    /// claim sizes whose sum does not fit in a u64; that is an error, not a wrapped or panicking offset.
+    fn advance(&mut self, n: u64) -> Result<(), NarError> {
+        self.offset = self
+            .offset
+            .checked_add(n)
+            .ok_or_else(|| NarError::TooLarge {
+                path: self.path.clone(),
+            })?;
+        Ok(())
+    }
+
     fn node(
         &mut self,
         ft: FileType,
         meta: &dyn Fn() -> std::io::Result<Metadata>,
     ) -> Result<ListingEntry, NarError> {
         // "(" "type"
-        self.offset += str_size(1) + str_size(4);
+        self.advance(str_size(1) + str_size(4))?;
         let entry = if ft.is_dir() {
-            self.offset += str_size(9);
+            self.advance(str_size(9))?;
             let mut children = Vec::new();
             for entry in fs::read_dir(&self.path).map_err(|e| NarError::io(&self.path, e))? {
                 let entry = entry.map_err(|e| NarError::io(&self.path, e))?;
@@ -106,24 +118,26 @@ impl Lister {
             for (name, entry) in children {
                 let name_bytes = name.as_bytes();
                 // "entry" "(" "name" NAME "node"
-                self.offset += str_size(5)
-                    + str_size(1)
-                    + str_size(4)
-                    + str_size(name_bytes.len() as u64)
-                    + str_size(4);
+                self.advance(
+                    str_size(5)
+                        + str_size(1)
+                        + str_size(4)
+                        + str_size(name_bytes.len() as u64)
+                        + str_size(4),
+                )?;
                 self.path.push(&name);
                 let ft = entry.file_type().map_err(|e| NarError::io(&self.path, e));
                 let child = ft.and_then(|ft| self.node(ft, &|| entry.metadata()));
                 self.path.pop();
                 entries.insert(String::from_utf8_lossy(name_bytes).into_owned(), child?);
                 // ")" closing the entry
-                self.offset += str_size(1);
+                self.advance(str_size(1))?;
             }
             ListingEntry::Directory { entries }
         } else if ft.is_symlink() {
             let target = fs::read_link(&self.path).map_err(|e| NarError::io(&self.path, e))?;
             let target = target.as_os_str().as_bytes();
-            self.offset += str_size(7) + str_size(6) + str_size(target.len() as u64);
+            self.advance(str_size(7) + str_size(6) + str_size(target.len() as u64))?;
             ListingEntry::Symlink {
                 target: String::from_utf8_lossy(target).into_owned(),
             }
@@ -131,13 +145,14 @@ impl Lister {
             let meta = meta().map_err(|e| NarError::io(&self.path, e))?;
             let size = meta.len();
             let executable = meta.permissions().mode() & 0o100 != 0;
-            self.offset += str_size(7);
+            self.advance(str_size(7))?;
             if executable {
-                self.offset += str_size(10) + str_size(0);
+                self.advance(str_size(10) + str_size(0))?;
             }
-            self.offset += str_size(8) + 8;
+            self.advance(str_size(8) + 8)?;
             let nar_offset = self.offset;
-            self.offset += size + padding(size) as u64;
+            self.advance(size)?;
+            self.advance(padding(size) as u64)?;
             ListingEntry::Regular {
                 size,
                 executable,
@@ -149,7 +164,45 @@ impl Lister {
             });
         };
         // ")" closing the node
-        self.offset += str_size(1);
+        self.advance(str_size(1))?;
         Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three sparse files of 2^63 - 1 bytes: their NAR is longer than 2^64 bytes. The listing used to
+    /// overflow its offset (a panic with overflow checks, wrapped `narOffset`s without).
+    #[test]
+    fn nar_offsets_past_u64_are_an_error() {
+        // tmpfs allows sparse files of 2^63 - 1 bytes; ext4 (a usual /tmp) stops at 16 TiB.
+        let shm = Path::new("/dev/shm");
+        let Ok(dir) = tempfile::tempdir_in(shm) else {
+            eprintln!("skipping: no writable tmpfs at /dev/shm for huge sparse files");
+            return;
+        };
+        for name in ["a", "b", "c"] {
+            let f = fs::File::create(dir.path().join(name)).unwrap();
+            if let Err(e) = f.set_len(i64::MAX as u64) {
+                eprintln!("skipping: /dev/shm refuses a sparse file of 2^63 - 1 bytes: {e}");
+                return;
+            }
+        }
+        match list_with_nar_size(dir.path()) {
+            Err(NarError::TooLarge { path }) => assert!(path.starts_with(dir.path()), "{path:?}"),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+
+        // One such file still fits, with exact offsets.
+        let one = dir.path().join("a");
+        let (listing, size) = list_with_nar_size(&one).unwrap();
+        let ListingEntry::Regular { nar_offset, .. } = listing.root else {
+            panic!("not a file: {listing:?}");
+        };
+        let header = str_size(13) + str_size(1) + str_size(4) + str_size(7) + str_size(8) + 8;
+        assert_eq!(nar_offset, Some(header));
+        assert_eq!(size, header + i64::MAX as u64 + 1 + str_size(1));
     }
 }
