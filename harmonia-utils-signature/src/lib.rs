@@ -44,6 +44,8 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 
 /// Length in bytes of a Nix secret key (ed25519 seed followed by the public key).
 pub const SECRET_KEY_LEN: usize = 64;
+/// Length of the padded base64 text of a secret key.
+const SECRET_KEY_TEXT_LEN: usize = SECRET_KEY_LEN.div_ceil(3) * 4;
 /// Length in bytes of an ed25519 public key.
 pub const PUBLIC_KEY_LEN: usize = 32;
 /// Length in bytes of an ed25519 signature.
@@ -268,10 +270,17 @@ impl SecretKey {
     /// The secret in Nix's text form `name:base64(seed ‖ public)`, in a zeroizing string.
     pub fn to_nix_string(&self) -> Zeroizing<String> {
         let keypair = Zeroizing::new(self.key.to_keypair_bytes());
-        let mut out = Zeroizing::new(String::with_capacity(self.name.len() + 1 + 88));
+        // Encode into a zeroizing buffer: `encode_string` goes through a 1 KiB stack buffer of its own
+        // that would keep the encoded secret after we return.
+        let mut encoded = Zeroizing::new([0u8; SECRET_KEY_TEXT_LEN]);
+        let n = BASE64
+            .encode_slice(&keypair[..], &mut encoded[..])
+            .unwrap_or(0);
+        // Sized once, so pushing never reallocates and leaves a stray copy behind.
+        let mut out = Zeroizing::new(String::with_capacity(self.name.len() + 1 + n));
         out.push_str(&self.name);
         out.push(':');
-        BASE64.encode_string(&keypair[..], &mut out);
+        out.extend(encoded[..n].iter().map(|&b| char::from(b)));
         out
     }
 }
@@ -446,6 +455,15 @@ mod tests {
         assert_eq!(k2.name(), "cache.example.org-1");
         assert_eq!(k2.to_public_key(), k.to_public_key());
         assert_eq!(*k2.to_nix_string(), *text);
+        // The exact text Nix writes: name, ':', padded standard base64 of seed ‖ public key.
+        assert_eq!(
+            *text,
+            format!(
+                "cache.example.org-1:{}",
+                BASE64.encode(k.key.to_keypair_bytes())
+            )
+        );
+        assert_eq!(text.len(), text.capacity());
     }
 
     #[test]
