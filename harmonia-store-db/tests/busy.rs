@@ -44,7 +44,10 @@ fn writes_fail_with_busy_while_another_writer_holds_the_lock() {
         db.register_valid_paths(std::slice::from_ref(&changed)),
         "register_valid_paths",
     );
-    assert_busy(db.invalidate_paths(&[top.clone()]), "invalidate_paths");
+    assert_busy(
+        db.invalidate_paths(std::slice::from_ref(&top)),
+        "invalidate_paths",
+    );
     // WAL readers are not blocked by a writer, on this connection or a read-only one.
     assert_eq!(db.query_path_info(&top).unwrap().as_ref(), Some(&before));
     let ro = StoreDb::open_read_only(&db_path, StoreDir::default()).unwrap();
