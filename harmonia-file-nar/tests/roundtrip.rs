@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use common::{Tree, decode_all, nar, tree_from_events};
 use harmonia_file_nar::{
-    ListingEntry, NarDecoder, NarEncoder, NarEvent, list_with_nar_size, restore,
+    ListingEntry, NarDecoder, NarEncoder, NarEvent, NarScanner, list_with_nar_size, restore,
 };
 use proptest::prelude::*;
 
@@ -136,6 +136,45 @@ proptest! {
         // Either an error or a valid NAR whose re-serialisation is exactly the input.
         if let Ok(events) = rt.block_on(decode_all(&bytes)) {
             prop_assert_eq!(nar(&tree_from_events(events)), bytes);
+        }
+    }
+
+    /// The daemon finds the end of an unframed NAR with the scanner and then decodes it, so on every
+    /// input the decoder accepts, the scanner must end at exactly the same byte (else the connection
+    /// desynchronises); on other inputs it must fail or stop without panicking, fed in any split.
+    #[test]
+    fn scanner_ends_where_the_decoder_ends(t in tree(), pos in any::<prop::sample::Index>(), byte in any::<u8>(), corrupt in any::<bool>(), split in 1usize..64) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let mut bytes = nar(&t);
+        if corrupt {
+            let i = pos.index(bytes.len());
+            bytes[i] = byte;
+        }
+        let mut wire = bytes.clone();
+        wire.extend_from_slice(b"NEXT-REQUEST");
+        let mut decoder = NarDecoder::new(&wire[..]);
+        let decoded = rt.block_on(decoder.skip_to_end());
+        let mut scanner = NarScanner::new();
+        let mut scanned = Ok(0usize);
+        for piece in wire.chunks(split) {
+            match scanner.feed(piece) {
+                Ok(n) => {
+                    scanned = scanned.map(|s| s + n);
+                    if n < piece.len() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    scanned = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Ok(end) = decoded {
+            let used = scanned.expect("the scanner refused a NAR the decoder accepted");
+            prop_assert!(scanner.is_done());
+            prop_assert_eq!(used as u64, end);
+            prop_assert_eq!(scanner.consumed(), end);
         }
     }
 }
