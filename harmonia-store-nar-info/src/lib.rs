@@ -33,6 +33,7 @@
 
 #![deny(unsafe_code)]
 
+use std::cmp::Ordering;
 use std::fmt::Write as _;
 
 use harmonia_store_path::{ContentAddress, StoreDir, StorePath};
@@ -76,7 +77,9 @@ pub struct NarInfo {
     pub deriver: Option<StorePath>,
     /// The system the path was built for (`System:`), if given.
     pub system: Option<String>,
-    /// Signatures over the [fingerprint](NarInfo::fingerprint), one `Sig:` line each.
+    /// Signatures over the [fingerprint](NarInfo::fingerprint), one `Sig:` line each. Parsing and
+    /// [`NarInfo::add_signature`] keep them in Nix's order (sorted by their text), so rendering
+    /// writes them as Nix does.
     pub signatures: Vec<Signature>,
     /// The content address of the path (`CA:`), for content-addressed paths.
     pub ca: Option<ContentAddress>,
@@ -204,8 +207,8 @@ impl NarInfo {
         }
     }
 
-    /// Adds `sig`, replacing any signature with the same key name, keeping the list ordered by key
-    /// name (Nix keeps signatures in a sorted set).
+    /// Adds `sig`, replacing any signature with the same key name, keeping the list in Nix's order
+    /// (Nix keeps signatures in a set of strings, so it writes them sorted by their text `name:base64`).
     pub fn add_signature(&mut self, sig: Signature) {
         if let Some(existing) = self
             .signatures
@@ -218,7 +221,7 @@ impl NarInfo {
         let pos = self
             .signatures
             .iter()
-            .position(|s| s.key_name() > sig.key_name())
+            .position(|s| nix_signature_order(s, &sig) == Ordering::Greater)
             .unwrap_or(self.signatures.len());
         self.signatures.insert(pos, sig);
     }
@@ -273,6 +276,20 @@ pub fn fingerprint(
         push_full_path(&mut out, store_dir, r);
     });
     out
+}
+
+/// The order of Nix's `std::set<std::string>` of signatures: by the text `name:base64`.
+///
+/// Not the order of key names: `cache-1:...` sorts before `cache:...` because `-` < `:`.
+pub(crate) fn nix_signature_order(a: &Signature, b: &Signature) -> Ordering {
+    // Names never contain ':', so `name:` decides unless the names are equal; only then is the
+    // base64 text (whose order is not the byte order) needed.
+    fn prefix(s: &Signature) -> impl Iterator<Item = u8> + '_ {
+        s.key_name().bytes().chain(std::iter::once(b':'))
+    }
+    prefix(a)
+        .cmp(prefix(b))
+        .then_with(|| a.to_string().cmp(&b.to_string()))
 }
 
 fn push_full_path(out: &mut String, store_dir: &StoreDir, path: &StorePath) {

@@ -154,6 +154,8 @@ pub(crate) fn parse(store_dir: &StoreDir, text: &str) -> Result<NarInfo, NarInfo
         }
     }
 
+    // Nix holds signatures in a set of strings and writes them in that order.
+    signatures.sort_by(crate::nix_signature_order);
     let missing = |field| NarInfoError::MissingField { field };
     let url = url.filter(|u| !u.is_empty()).ok_or(missing(Field::Url))?;
     Ok(NarInfo {

@@ -505,3 +505,28 @@ fn other_store_dirs_are_respected() {
     assert!(signed.verify(&gnu, &[key.to_public_key()]));
     assert!(!signed.verify(&sd(), &[key.to_public_key()]));
 }
+
+#[test]
+fn signatures_are_kept_in_nix_order() {
+    // Nix keeps the strings `name:base64` in a sorted set: `cache-1:...` sorts before `cache:...`
+    // because '-' < ':', although the name "cache" sorts before "cache-1".
+    let plain = SecretKey::from_seed("cache", &[1; 32]).unwrap();
+    let dashed = SecretKey::from_seed("cache-1", &[2; 32]).unwrap();
+    let mut ni = parse(&sample()).unwrap();
+    ni.signatures.clear();
+    ni.sign_all(&sd(), &[plain, dashed]);
+    let names: Vec<&str> = ni.signatures.iter().map(Signature::key_name).collect();
+    assert_eq!(names, ["cache-1", "cache"]);
+    let text = ni.render(&sd());
+    assert!(text.find("Sig: cache-1:").unwrap() < text.find("Sig: cache:").unwrap());
+
+    // Sig lines in another order parse to the same list and render in Nix's order.
+    let mut lines: Vec<&str> = text.lines().collect();
+    let first = lines.iter().position(|l| l.starts_with("Sig: ")).unwrap();
+    lines.swap(first, first + 1);
+    let swapped = lines.join("\n") + "\n";
+    assert_ne!(swapped, text);
+    let back = parse(&swapped).unwrap();
+    assert_eq!(back.signatures, ni.signatures);
+    assert_eq!(back.render(&sd()), text);
+}

@@ -58,11 +58,13 @@ prop_compose! {
         mut signatures in proptest::collection::vec(signature(), 0..4),
         ca in proptest::option::of(content_address()),
     ) -> NarInfo {
-        // Parsed narinfo keeps references as a sorted set and signatures without repeats.
+        // Parsed narinfo keeps references as a sorted set and signatures without repeats ...
         references.sort();
         references.dedup();
         let mut seen = Vec::new();
         signatures.retain(|s| if seen.contains(s) { false } else { seen.push(s.clone()); true });
+        // ... in the order of Nix's set of signature strings.
+        signatures.sort_by_key(|s| s.to_string());
         NarInfo {
             store_path, url, compression, file_hash, file_size,
             nar_hash: NarHash::try_from(nar_hash).unwrap(), nar_size,

@@ -412,3 +412,51 @@ in derivation {
         String::from_utf8_lossy(&copied.stderr)
     );
 }
+
+/// With two keys whose names differ only by a suffix, Nix writes the `Sig:` lines sorted by their
+/// text; our parse/render and our own signing give the same bytes.
+#[test]
+fn signatures_by_several_keys_are_ordered_like_nix() {
+    let store = FixtureStore::new();
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("signed-twice.txt");
+    fs::write(&file, "signed by two keys\n").unwrap();
+    let path = store.add_path(&file);
+    let keys = tempfile::tempdir().unwrap();
+    let (secret_plain, _) = generate_signing_key(keys.path(), "order");
+    let (secret_dashed, _) = generate_signing_key(keys.path(), "order-1");
+    for key in [&secret_plain, &secret_dashed] {
+        let out = store
+            .nix("nix")
+            .args(["store", "sign", "--store"])
+            .arg(store.root())
+            .arg("--key-file")
+            .arg(key)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nix store sign: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let cache = tempfile::tempdir().unwrap();
+    store.copy_to_binary_cache_with(&[&path], cache.path(), "compression=none");
+    let files = narinfos(cache.path());
+    assert_eq!(files.len(), 1);
+    let text = &files[0].1;
+    let store_dir = StoreDir::default();
+    let ni = NarInfo::parse(&store_dir, text).unwrap();
+    let names: Vec<&str> = ni.signatures.iter().map(|s| s.key_name()).collect();
+    assert_eq!(names, ["order-1", "order"], "{text}");
+    assert_eq!(ni.render(&store_dir), *text);
+
+    let mut ours = ni.clone();
+    ours.signatures.clear();
+    ours.sign_all(
+        &store_dir,
+        &[secret_key(&secret_plain), secret_key(&secret_dashed)],
+    );
+    assert_eq!(ours.render(&store_dir), *text);
+}
