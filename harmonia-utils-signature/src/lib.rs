@@ -146,13 +146,16 @@ fn check_name(kind: Kind, name: &str) -> Result<(), SignatureError> {
     Ok(())
 }
 
-/// Splits `name:base64`, checks the name and decodes the data into exactly `N` bytes.
+/// Splits `name:base64`, checks the name and decodes the data into exactly `N` bytes in `out`.
 ///
-/// The decoded bytes are returned in a zeroizing buffer because they may be a secret key.
-fn parse_named<const N: usize>(
+/// The bytes may be a secret key, so they are written into the caller's (zeroizing) buffer rather
+/// than returned by value: moving an array out of this frame would leave a copy behind that nothing
+/// clears.
+fn parse_named<'a, const N: usize>(
     kind: Kind,
-    s: &str,
-) -> Result<(&str, Zeroizing<[u8; N]>), SignatureError> {
+    s: &'a str,
+    out: &mut [u8; N],
+) -> Result<&'a str, SignatureError> {
     let (name, data) = s
         .split_once(':')
         .ok_or(SignatureError::MissingColon { kind })?;
@@ -185,9 +188,8 @@ fn parse_named<const N: usize>(
             actual: n,
         });
     }
-    let mut out = Zeroizing::new([0u8; N]);
     out.copy_from_slice(&buf[..N]);
-    Ok((name, out))
+    Ok(name)
 }
 
 /// Why base64 decoding failed, without the offending symbol: the decoder's own message quotes it, and
@@ -222,7 +224,8 @@ pub struct SecretKey {
 impl SecretKey {
     /// Parses `name:base64(seed ‖ public)`, checking that the public half matches the seed.
     pub fn parse(s: &str) -> Result<SecretKey, SignatureError> {
-        let (name, bytes) = parse_named::<SECRET_KEY_LEN>(Kind::SecretKey, s.trim())?;
+        let mut bytes = Zeroizing::new([0u8; SECRET_KEY_LEN]);
+        let name = parse_named(Kind::SecretKey, s.trim(), &mut bytes)?;
         let mut seed = Zeroizing::new([0u8; 32]);
         seed.copy_from_slice(&bytes[..32]);
         let key = SigningKey::from_bytes(&seed);
@@ -269,7 +272,11 @@ impl SecretKey {
 
     /// The secret in Nix's text form `name:base64(seed ‖ public)`, in a zeroizing string.
     pub fn to_nix_string(&self) -> Zeroizing<String> {
-        let keypair = Zeroizing::new(self.key.to_keypair_bytes());
+        // Assembled in place from borrowed halves: `to_keypair_bytes` returns the secret by value,
+        // in a temporary that would not be cleared.
+        let mut keypair = Zeroizing::new([0u8; SECRET_KEY_LEN]);
+        keypair[..32].copy_from_slice(self.key.as_bytes());
+        keypair[32..].copy_from_slice(self.key.verifying_key().as_bytes());
         // Encode into a zeroizing buffer: `encode_string` goes through a 1 KiB stack buffer of its own
         // that would keep the encoded secret after we return.
         let mut encoded = Zeroizing::new([0u8; SECRET_KEY_TEXT_LEN]);
@@ -314,7 +321,8 @@ pub struct PublicKey {
 impl PublicKey {
     /// Parses `name:base64(32 bytes)`.
     pub fn parse(s: &str) -> Result<PublicKey, SignatureError> {
-        let (name, bytes) = parse_named::<PUBLIC_KEY_LEN>(Kind::PublicKey, s.trim())?;
+        let mut bytes = [0u8; PUBLIC_KEY_LEN];
+        let name = parse_named(Kind::PublicKey, s.trim(), &mut bytes)?;
         let key =
             VerifyingKey::from_bytes(&bytes).map_err(|_| SignatureError::InvalidPublicKey {
                 name: name.to_owned(),
@@ -379,10 +387,11 @@ pub struct Signature {
 impl Signature {
     /// Parses `name:base64(64 bytes)` (a narinfo `Sig:` value).
     pub fn parse(s: &str) -> Result<Signature, SignatureError> {
-        let (name, bytes) = parse_named::<SIGNATURE_LEN>(Kind::Signature, s)?;
+        let mut bytes = [0u8; SIGNATURE_LEN];
+        let name = parse_named(Kind::Signature, s, &mut bytes)?;
         Ok(Signature {
             name: name.to_owned(),
-            bytes: *bytes,
+            bytes,
         })
     }
 
