@@ -227,3 +227,43 @@ async fn bad_add_multiple_streams() {
     m.finish().await.unwrap();
     assert_eq!(rest, &u(42)[..]);
 }
+
+/// A text field the parsers below see (hash, content address, store path, derived path),
+/// built from the characters that reach their deeper branches.
+fn text_field() -> impl Strategy<Value = String> {
+    let part = prop_oneof![
+        Just("sha256".to_owned()),
+        Just("sha1".to_owned()),
+        Just("md5".to_owned()),
+        Just("sha512".to_owned()),
+        Just("fixed".to_owned()),
+        Just("text".to_owned()),
+        Just("r".to_owned()),
+        Just("/nix/store/".to_owned()),
+        "[:!,*=/-]{1,2}",
+        "[0-9a-z+/=]{0,140}",
+        "[\\PC]{0,8}",
+    ];
+    proptest::collection::vec(part, 0..8).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// NAR hashes, content addresses, store paths and derived paths that look almost
+    /// right reach the text parsers of the lower crates: an error or a value, never a
+    /// panic.
+    #[test]
+    fn text_fields_never_panic(text in text_field(), minor in 21u8..=38) {
+        let rt = rt();
+        let field = s(&text);
+        // QueryPathInfo reply: deriver, NAR hash, references, times, then (1.16+) ca.
+        let info = cat(&[s(""), field.clone(), u(0), u(0), u(0), u(0), u(0), field.clone()]);
+        let _ = rt.block_on(reader(&info, minor).read::<harmonia_protocol::types::UnkeyedValidPathInfo>());
+        let info = cat(&[s(""), s("0".repeat(64)), u(0), u(0), u(0), u(0), u(0), field.clone()]);
+        let _ = rt.block_on(reader(&info, minor).read::<harmonia_protocol::types::UnkeyedValidPathInfo>());
+        let _ = rt.block_on(read_request(&mut reader(&cat(&[u(1), field.clone()]), minor)));
+        let _ = rt.block_on(read_request(&mut reader(&cat(&[u(45), field.clone()]), minor)));
+        let _ = harmonia_protocol::types::DerivedPath::parse(&Default::default(), &text);
+    }
+}
