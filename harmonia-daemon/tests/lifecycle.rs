@@ -19,7 +19,10 @@ fn run_with_config(text: &str) -> (bool, String) {
         .arg(&config)
         .output()
         .expect("run");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -45,7 +48,8 @@ fn start_up_removes_leftovers_and_sigterm_shuts_down_cleanly() {
     let leftover = store.store_dir().join(".harmonia-tmp-1-1");
     std::fs::create_dir_all(leftover.join("sub")).expect("mkdir");
     std::fs::write(leftover.join("sub/file"), b"half a NAR").expect("write");
-    std::fs::set_permissions(leftover.join("sub"), std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    std::fs::set_permissions(leftover.join("sub"), std::fs::Permissions::from_mode(0o555))
+        .expect("chmod");
     let mut d = Daemon::start(&store, "");
     assert!(!leftover.exists(), "start-up left {}", leftover.display());
     let status = d.terminate().expect("daemon did not exit after SIGTERM");
@@ -56,7 +60,10 @@ fn start_up_removes_leftovers_and_sigterm_shuts_down_cleanly() {
 #[test]
 fn users_outside_allowed_users_are_refused_with_a_reason() {
     let f = standard_fixture();
-    let d = Daemon::start(&f.store, "trusted_users = []\nallowed_users = [\"nobody-harmonia-test\"]");
+    let d = Daemon::start(
+        &f.store,
+        "trusted_users = []\nallowed_users = [\"nobody-harmonia-test\"]",
+    );
     let err = fails(client(&f.store, &d, "nix").args(["path-info", &f.paths.top]));
     assert!(err.contains("not allowed to connect"), "{err}");
 }
@@ -110,7 +117,12 @@ fn an_interrupted_add_leaves_nothing_behind() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(clean, "left behind: {:?}\n{}", store_entries(&dst.store_dir()), d.log());
+    assert!(
+        clean,
+        "left behind: {:?}\n{}",
+        store_entries(&dst.store_dir()),
+        d.log()
+    );
     let all = lines(&ok(client(&dst, &d, "nix").args(["path-info", "--all"])));
     assert!(all.is_empty(), "{all:?}");
 }

@@ -10,7 +10,7 @@ use harmonia_store_db::ValidPathInfo;
 use harmonia_store_path::{ContentAddress, StorePath};
 use harmonia_utils_hash::{Algorithm, Hash, Hasher, NarHash};
 use harmonia_utils_signature::Signature;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use super::locks::LockFile;
 use super::{LocalStore, StoreError, fsutil};
@@ -401,7 +401,8 @@ impl LocalStore {
                     tokio::io::copy(&mut tee, &mut file)
                         .await
                         .map_err(StoreError::io("cannot write the file into the store"))?;
-                    file.sync_all()
+                    // Every write done before we hash the file back (no fsync: like Nix, not per path).
+                    file.flush()
                         .await
                         .map_err(StoreError::io("cannot write the file into the store"))?;
                     drop(file);
