@@ -21,6 +21,16 @@ enum ReadState {
     Data { remaining: u64 },
     /// The empty frame was seen.
     Done,
+    /// A frame header announced `len` bytes, over the limit: the stream cannot be followed
+    /// any more, and every later read says so again (not a misleading "ended early").
+    TooLong { len: u64 },
+}
+
+fn too_long(len: u64, max: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("frame of {len} bytes exceeds the limit of {max}"),
+    )
 }
 
 /// Reads the payload of a framed stream as a plain `AsyncRead`, returning EOF after the
@@ -83,6 +93,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for FramedReader<R> {
         loop {
             match &mut this.state {
                 ReadState::Done => return Poll::Ready(Ok(())),
+                ReadState::TooLong { len } => {
+                    return Poll::Ready(Err(too_long(*len, this.max_frame)));
+                }
                 ReadState::Header { len_buf, got } => {
                     let mut rb = ReadBuf::new(&mut len_buf[*got..]);
                     ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
@@ -99,13 +112,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for FramedReader<R> {
                         if len == 0 {
                             this.state = ReadState::Done;
                         } else if len > this.max_frame {
-                            return Poll::Ready(Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                format!(
-                                    "frame of {len} bytes exceeds the limit of {}",
-                                    this.max_frame
-                                ),
-                            )));
+                            this.state = ReadState::TooLong { len };
                         } else {
                             this.state = ReadState::Data { remaining: len };
                         }
@@ -265,6 +272,14 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+
+        // The error sticks: draining after it (what the daemon does after a failed upload)
+        // reports the oversized frame again, not a misleading early end of stream.
+        let mut r = FramedReader::new(&wire[..]);
+        assert!(r.read_to_end(&mut out).await.is_err());
+        let err = r.drain().await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(err.to_string().contains("exceeds the limit"), "{err}");
 
         let wire = [&10u64.to_le_bytes()[..], b"abc"].concat();
         let err = FramedReader::new(&wire[..])
