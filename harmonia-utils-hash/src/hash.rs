@@ -317,6 +317,32 @@ mod tests {
                 "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFV=".into(),
                 HashError::InvalidBase64Padding,
             ),
+            // Nix 2.8 accepts SRI without padding and stops at the first '=', ignoring what follows; only
+            // the canonical padded text is accepted here.
+            (
+                "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU".into(),
+                HashError::WrongSriLength {
+                    algorithm: Algorithm::Sha256,
+                    expected: 44,
+                    actual: 43,
+                },
+            ),
+            (
+                "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=garbage".into(),
+                HashError::WrongSriLength {
+                    algorithm: Algorithm::Sha256,
+                    expected: 44,
+                    actual: 51,
+                },
+            ),
+            (
+                "md5-kAFQmDzST7DWlj99KOF/cg=A".into(),
+                HashError::InvalidCharacter {
+                    encoding: Encoding::Base64,
+                    position: 22,
+                    character: '=',
+                },
+            ),
             // 44 characters without padding decode to 33 bytes.
             (
                 "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFUA".into(),

@@ -7,8 +7,9 @@
 //!
 //! Parsing is as permissive as Nix 2.8 about encodings (upper-case hex is fine) but only accepts canonical
 //! digests: nix-base32 whose first character sets bits beyond the digest is rejected (as Nix does), and so is
-//! base64 with non-zero trailing bits (which Nix silently ignores), so every accepted text renders back
-//! identically.
+//! base64 with non-zero trailing bits, without its padding, or with anything after the padding (SRI forms
+//! that Nix 2.8 silently accepts, e.g. `sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU`), so every
+//! accepted text renders back identically.
 //!
 //! ```
 //! use harmonia_utils_hash::{Algorithm, Hash, NarHash};
