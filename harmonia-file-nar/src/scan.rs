@@ -40,6 +40,8 @@ enum ScanState {
         remaining: usize,
     },
     Done,
+    /// An error was returned; its state was left mid-token, so every later feed repeats it.
+    Failed(std::sync::Arc<NarError>),
 }
 
 /// A sans-I/O scanner that finds the end of one NAR: feed it bytes, it says how many of
@@ -87,12 +89,24 @@ impl NarScanner {
     }
 
     /// Consumes bytes from the front of `data` that belong to the NAR and returns how
-    /// many; less than `data.len()` only when the NAR ended.
+    /// many; less than `data.len()` only when the NAR ended. After an error, every later
+    /// call returns the same error (the scanner lost its place in the stream).
     pub fn feed(&mut self, data: &[u8]) -> Result<usize, NarError> {
+        if let ScanState::Failed(e) = &self.state {
+            return Err(same_error(e));
+        }
+        let result = self.feed_inner(data);
+        if let Err(e) = &result {
+            self.state = ScanState::Failed(std::sync::Arc::new(same_error(e)));
+        }
+        result
+    }
+
+    fn feed_inner(&mut self, data: &[u8]) -> Result<usize, NarError> {
         let mut pos = 0;
         while pos < data.len() {
             match &mut self.state {
-                ScanState::Done => break,
+                ScanState::Done | ScanState::Failed(_) => break,
                 ScanState::Len { buf, got } => {
                     if *got == 0 {
                         self.token_offset = self.total + pos as u64;
@@ -221,6 +235,36 @@ impl NarScanner {
                 got: 0,
             }
         };
+    }
+}
+
+/// A copy of one of the errors [`NarScanner::feed`] returns (`NarError` is not `Clone`: it can
+/// hold an `io::Error`, which the scanner never produces).
+fn same_error(e: &NarError) -> NarError {
+    match e {
+        NarError::BadMagic => NarError::BadMagic,
+        NarError::BadPadding { offset } => NarError::BadPadding { offset: *offset },
+        NarError::TooLong {
+            offset,
+            what,
+            len,
+            max,
+        } => NarError::TooLong {
+            offset: *offset,
+            what,
+            len: *len,
+            max: *max,
+        },
+        NarError::UnexpectedToken {
+            offset,
+            expected,
+            found,
+        } => NarError::UnexpectedToken {
+            offset: *offset,
+            expected,
+            found: found.clone(),
+        },
+        other => NarError::Task(other.to_string()),
     }
 }
 
@@ -365,5 +409,36 @@ mod tests {
         s(&mut o, b"(");
         s(&mut o, b"bogus");
         assert!(NarScanner::new().feed(&o).is_err());
+    }
+
+    /// A scanner that returned an error stopped mid-token; feeding it again (a caller that
+    /// retries a read of the passthrough) used to go on from that broken state, reporting
+    /// unrelated errors at wrong offsets. Now it repeats the first error.
+    #[tokio::test]
+    async fn errors_are_sticky() {
+        let mut bad_keyword = Vec::new();
+        s(&mut bad_keyword, b"nix-archive-1");
+        s(&mut bad_keyword, b"(");
+        s(&mut bad_keyword, b"bogus");
+        let mut bad_magic = sample_nar();
+        bad_magic[8] = b'X';
+        let mut bad_padding = sample_nar();
+        bad_padding[21] = 1;
+        for wire in [bad_keyword, bad_magic, bad_padding] {
+            let mut sc = NarScanner::new();
+            let first = sc.feed(&wire).unwrap_err().to_string();
+            for piece in [&wire[..], &wire[3..], &[0u8; 8][..]] {
+                let again = sc.feed(piece).unwrap_err().to_string();
+                assert_eq!(again, first);
+            }
+            assert!(!sc.is_done());
+
+            let mut p = NarPassthrough::new(&wire[..]);
+            let mut out = Vec::new();
+            let first = p.read_to_end(&mut out).await.unwrap_err();
+            let again = p.read_to_end(&mut out).await.unwrap_err();
+            assert_eq!(again.kind(), io::ErrorKind::InvalidData);
+            assert_eq!(again.to_string(), first.to_string());
+        }
     }
 }
