@@ -617,8 +617,17 @@ impl Conn<'_> {
                 res?;
                 self.reply(&Done).await
             }
-            Request::BuildPaths(_)
-            | Request::BuildPathsWithResults(_)
+            Request::BuildPaths(r) => {
+                // Building what is already there is a no-op (`nix-store -r` of valid paths, `nix build` of
+                // built outputs); anything that would need a build is refused.
+                let missing = self.query_missing(r.paths).await?;
+                if missing.will_build.is_empty() && missing.unknown.is_empty() {
+                    self.reply(&Done).await
+                } else {
+                    Err(Self::unsupported(op))
+                }
+            }
+            Request::BuildPathsWithResults(_)
             | Request::BuildDerivation(_)
             | Request::CollectGarbage(_)
             | Request::OptimiseStore(_) => Err(Self::unsupported(op)),

@@ -5,6 +5,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::Duration;
 
@@ -256,9 +257,16 @@ async fn builds_are_refused_by_name_and_the_connection_stays_usable() {
     let f = standard_fixture();
     let d = Daemon::start(&f.store, "");
     let mut c = connect(&d, (1, 38)).await;
+    // Valid outputs need no build: a no-op success.
+    c.call(&typed::BuildPaths(BuildPathsRequest {
+        paths: vec![format!("{}!out", f.paths.top_drv), f.paths.tree.clone()],
+        mode: 0,
+    }))
+    .await
+    .expect("nothing to build");
     let err = c
         .call(&typed::BuildPaths(BuildPathsRequest {
-            paths: vec![format!("{}!out", f.paths.top_drv)],
+            paths: vec!["/nix/store/00000000000000000000000000000000-not-here".into()],
             mode: 0,
         }))
         .await
@@ -392,4 +400,183 @@ async fn add_multiple_stops_at_a_bad_path_and_keeps_the_good_ones() {
         .arg("--store")
         .arg(dst.root())
         .args(["--verify", "--check-contents"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roots_signatures_realisations_logs_and_verify() {
+    use harmonia_protocol::request::{
+        AddBuildLogRequest, AddIndirectRootRequest, AddPermRootRequest, AddSignaturesRequest,
+        QueryMissingRequest, QueryRealisationRequest, QueryRealisationResponse,
+        RegisterDrvOutputRequest, VerifyStoreRequest,
+    };
+    use harmonia_protocol::types::StorePathBase;
+    use harmonia_protocol::{NixSerialize, Operation};
+    use tokio::io::AsyncWriteExt;
+
+    let f = standard_fixture();
+    let d = Daemon::start(&f.store, "");
+    let mut c = connect(&d, (1, 34)).await;
+    let top = sp(&f.paths.top);
+
+    // Permanent and indirect GC roots show up in FindRoots.
+    let root = f.store.scratch_dir().join("result");
+    let root_s = root.to_str().expect("utf-8").to_owned();
+    let made = c
+        .call(&AddPermRootRequest {
+            path: top.clone(),
+            gc_root: root_s.clone(),
+        })
+        .await
+        .expect("AddPermRoot");
+    assert_eq!(made, root_s);
+    assert_eq!(
+        std::fs::read_link(&root).expect("root link").to_str(),
+        Some(f.paths.top.as_str())
+    );
+    c.call(&AddIndirectRootRequest {
+        path: root_s.clone(),
+    })
+    .await
+    .expect("AddIndirectRoot");
+    c.call(&typed::AddTempRoot(sp(&f.paths.dep)))
+        .await
+        .expect("AddTempRoot");
+    let roots = c.call(&typed::FindRoots).await.expect("FindRoots");
+    assert!(
+        roots.iter().any(|(l, p)| *l == root_s && *p == top),
+        "{roots:?}"
+    );
+    // A GC root inside the store is refused, and the connection goes on.
+    let err = c
+        .call(&AddPermRootRequest {
+            path: top.clone(),
+            gc_root: format!("{}-x", f.paths.top),
+        })
+        .await
+        .expect_err("root in the store");
+    assert!(matches!(err, ProtocolError::Remote(_)));
+    c.call(&typed::EnsurePath(top.clone()))
+        .await
+        .expect("EnsurePath of a valid path");
+
+    // Signatures are stored and reported; the real Nix sees them in the database too.
+    let (secret, public) =
+        harmonia_test_support::generate_signing_key(f.store.scratch_dir(), "test-1");
+    ok(f.store
+        .nix("nix")
+        .args(["store", "sign", "--store"])
+        .arg(f.store.root())
+        .arg("--key-file")
+        .arg(&secret)
+        .arg(&f.paths.dep));
+    let sig = f.store.path_info(&[&f.paths.dep])[0]["signatures"][0]
+        .as_str()
+        .expect("sig")
+        .to_owned();
+    assert!(sig.starts_with("test-1:"), "{sig} / {public}");
+    c.call(&AddSignaturesRequest {
+        path: top.clone(),
+        signatures: [sig.clone()].into(),
+    })
+    .await
+    .expect("AddSignatures");
+    let info = c.query_path_info(&top).await.expect("info").expect("valid");
+    assert!(info.signatures.contains(&sig));
+    assert_eq!(
+        f.store.path_info(&[&f.paths.top])[0]["signatures"][0].as_str(),
+        Some(sig.as_str())
+    );
+
+    // QueryMissing: everything here is valid; an unknown path is unknown.
+    let missing = c
+        .call(&QueryMissingRequest {
+            targets: vec![format!("{}!out", f.paths.top_drv), f.paths.tree.clone()],
+        })
+        .await
+        .expect("QueryMissing");
+    assert!(
+        missing.will_build.is_empty() && missing.unknown.is_empty(),
+        "{missing:?}"
+    );
+
+    // Realisations round-trip.
+    let id = format!("sha256:{}!out", "ab".repeat(32));
+    let json = serde_json::json!({
+        "id": id,
+        "outPath": harmonia_test_support::base_name(&f.paths.top),
+        "signatures": [],
+        "dependentRealisations": {},
+    });
+    c.call(&RegisterDrvOutputRequest::Realisation(json.to_string()))
+        .await
+        .expect("RegisterDrvOutput");
+    match c
+        .call(&QueryRealisationRequest {
+            id: id.as_str().into(),
+        })
+        .await
+        .expect("QueryRealisation")
+    {
+        QueryRealisationResponse::Realisations(set) => {
+            let got: serde_json::Value =
+                serde_json::from_str(set.iter().next().expect("one")).expect("json");
+            assert_eq!(got["outPath"], json["outPath"]);
+            assert_eq!(got["id"], json["id"]);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // AddBuildLog: the real `nix log` reads what we stored.
+    let log_text = b"a build log sent through harmonia-daemon\n";
+    let req = AddBuildLogRequest {
+        drv_path: StorePathBase(sp(&f.paths.dep_drv)),
+    };
+    {
+        let w = c.writer();
+        w.write_u64(AddBuildLogRequest::OP as u64);
+        req.serialize(w);
+        w.flush().await.expect("send");
+        let mut framed = harmonia_protocol::framed::FramedWriter::new(w.inner_mut());
+        framed.write_all(log_text).await.expect("log");
+        framed.shutdown().await.expect("end");
+    }
+    c.process_stderr(None).await.expect("AddBuildLog");
+    c.reader().read_u64().await.expect("done");
+    let shown = ok(f
+        .store
+        .nix("nix")
+        .args(["log", "--store"])
+        .arg(f.store.root())
+        .arg(&f.paths.dep_drv));
+    assert_eq!(shown, log_text);
+
+    // VerifyStore with contents: clean, then a modified file is reported.
+    assert!(
+        !c.call(&VerifyStoreRequest {
+            check_contents: true,
+            repair: false
+        })
+        .await
+        .expect("verify")
+    );
+    let real = f.store.real_path(&f.paths.executable);
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(&real, b"#!/bin/sh\necho changed\n").expect("tamper");
+    assert!(
+        c.call(&VerifyStoreRequest {
+            check_contents: true,
+            repair: false
+        })
+        .await
+        .expect("verify")
+    );
+    let said: Vec<String> = c
+        .take_messages()
+        .into_iter()
+        .filter_map(|m| match m {
+            harmonia_protocol::StderrMsg::Next(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert!(said.iter().any(|s| s.contains("was modified")), "{said:?}");
 }
