@@ -15,15 +15,10 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
 
 use crate::NarError;
-use crate::wire::MAGIC;
+use crate::wire::{MAGIC, padding};
 
 /// Keywords are short; anything longer where a keyword is due is malformed.
 const MAX_KEYWORD: usize = 16;
-
-/// Bytes of zero padding after a string of `len` bytes.
-fn padding_len(len: u64) -> usize {
-    ((8 - len % 8) % 8) as usize
-}
 
 #[derive(Debug, Clone)]
 enum ScanState {
@@ -129,7 +124,7 @@ impl NarScanner {
                         let keyword = (!is_value).then(|| Vec::with_capacity(len as usize));
                         self.state = ScanState::Data {
                             remaining: len,
-                            padding: padding_len(len),
+                            padding: padding(len),
                             keyword,
                         };
                         self.after_data_if_empty()?;
@@ -331,7 +326,7 @@ mod tests {
     fn s(out: &mut Vec<u8>, data: &[u8]) {
         out.extend_from_slice(&(data.len() as u64).to_le_bytes());
         out.extend_from_slice(data);
-        out.extend_from_slice(&[0u8; 8][..padding_len(data.len() as u64)]);
+        out.extend_from_slice(&[0u8; 8][..padding(data.len() as u64)]);
     }
 
     /// A NAR with a directory, an executable file whose contents look like tokens, a
