@@ -580,3 +580,39 @@ async fn roots_signatures_realisations_logs_and_verify() {
         .collect();
     assert!(said.iter().any(|s| s.contains("was modified")), "{said:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_adds_of_the_same_path_are_safe() {
+    let src = standard_fixture();
+    let dst = FixtureStore::new();
+    let d = Daemon::start(&dst, "");
+    let nar = std::sync::Arc::new(src.store.dump(&src.paths.big_file));
+    let info = wire_info(&src.store, &src.paths.big_file);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut c = connect(&d, (1, 34)).await;
+        let (nar, info) = (nar.clone(), info.clone());
+        tasks.push(tokio::spawn(async move {
+            let req = AddToStoreNarRequest {
+                info,
+                repair: false,
+                dont_check_sigs: true,
+            };
+            c.add_to_store_nar(&req, &mut &nar[..]).await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task").expect("every add succeeds");
+    }
+    assert!(dst.dump(&src.paths.big_file) == *nar);
+    let entries = common::store_entries(&dst.store_dir());
+    assert_eq!(
+        entries,
+        vec![harmonia_test_support::base_name(&src.paths.big_file).to_owned()]
+    );
+    ok(dst
+        .nix("nix-store")
+        .arg("--store")
+        .arg(dst.root())
+        .args(["--verify", "--check-contents"]));
+}
