@@ -6,7 +6,8 @@
 //!
 //! It refuses everything `nix-store --restore` would choke on or that could make a consumer unsafe: wrong
 //! magic, tokens out of order, unsorted or duplicate entries, names that are empty, `.`, `..` or contain
-//! `/` or NUL, non-zero padding, strings longer than their limit, nesting deeper than [`MAX_DEPTH`].
+//! `/` or NUL, non-zero padding, strings longer than their limit, nesting deeper than [`MAX_DEPTH`],
+//! paths longer than [`MAX_PATH_LEN`].
 //! File contents are streamed in chunks of at most [`CONTENTS_CHUNK`] bytes, whatever size the NAR claims.
 
 use std::fmt;
@@ -24,6 +25,9 @@ pub const MAX_NAME_LEN: u64 = 1024;
 pub const MAX_TARGET_LEN: u64 = 4096;
 /// Deepest directory nesting accepted.
 pub const MAX_DEPTH: usize = 1024;
+/// Longest path inside the NAR accepted (`a/b/c`, Linux's `PATH_MAX`): no longer path can be restored or
+/// have been dumped, and every event carries its path, so this bounds the work per event.
+pub const MAX_PATH_LEN: usize = 4096;
 /// Largest chunk of file contents in one [`NarEvent::Contents`].
 pub const CONTENTS_CHUNK: usize = 256 << 10;
 /// Longest grammar token ("nix-archive-1", "executable", ...), with room to spare.
@@ -370,6 +374,16 @@ impl<R: AsyncRead + Unpin> NarDecoder<R> {
                             previous: String::from_utf8_lossy(prev).into_owned(),
                         });
                     }
+                }
+                let sep = usize::from(frame.path_len > 0);
+                let path_len = frame.path_len + sep + name.len();
+                if path_len > MAX_PATH_LEN {
+                    return Err(NarError::TooLong {
+                        offset: name_offset,
+                        what: "path inside the NAR",
+                        len: path_len as u64,
+                        max: MAX_PATH_LEN as u64,
+                    });
                 }
                 self.path.truncate(frame.path_len);
                 if !self.path.is_empty() {

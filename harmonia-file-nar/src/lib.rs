@@ -44,7 +44,8 @@ mod scan;
 pub mod wire;
 
 pub use decode::{
-    CONTENTS_CHUNK, MAX_DEPTH, MAX_NAME_LEN, MAX_TARGET_LEN, NarDecoder, NarEvent, NarPath,
+    CONTENTS_CHUNK, MAX_DEPTH, MAX_NAME_LEN, MAX_PATH_LEN, MAX_TARGET_LEN, NarDecoder, NarEvent,
+    NarPath,
 };
 pub use encode::{CHUNK_SIZE, NarEncoder, NarReader, NarStream, encode, encode_from_offset};
 pub use error::NarError;

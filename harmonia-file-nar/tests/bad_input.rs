@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Tree, decode_all, nar, put_str};
-use harmonia_file_nar::{MAX_DEPTH, NarDecoder, NarError, restore};
+use harmonia_file_nar::{MAX_DEPTH, MAX_PATH_LEN, NarDecoder, NarError, restore};
 
 fn file(contents: &[u8]) -> Tree {
     Tree::File {
@@ -239,6 +239,33 @@ async fn token_order_is_enforced() {
         decode_all(&nar(&Tree::Symlink(Vec::new()))).await,
         Err(NarError::BadSymlinkTarget { .. })
     ));
+}
+
+/// Every event carries its full path, so deep trees of long names used to cost a copy of up to 1 MiB
+/// (1024 levels of 1024-byte names) per event: a 20 MB NAR of such entries took 18 s to decode.
+/// Paths are now bounded like the filesystem bounds them.
+#[tokio::test]
+async fn long_paths_are_refused() {
+    let name = vec![b'n'; 255];
+    // 16 levels of 255-byte names: 16 * 256 - 1 = 4095 bytes, just under the limit.
+    let mut fits_tree = dir(vec![(name.as_slice(), dir(vec![]))]);
+    for _ in 0..15 {
+        fits_tree = dir(vec![(name.as_slice(), fits_tree)]);
+    }
+    let events = decode_all(&nar(&fits_tree)).await.expect("4095-byte path");
+    assert_eq!(events.len(), 2 * 17);
+    // One more level of "f" inside it: 4097 bytes.
+    let mut too_long = dir(vec![(name.as_slice(), dir(vec![(b"f", file(b"x"))]))]);
+    for _ in 0..15 {
+        too_long = dir(vec![(name.as_slice(), too_long)]);
+    }
+    match decode_all(&nar(&too_long)).await {
+        Err(NarError::TooLong { len, max, .. }) => {
+            assert_eq!(max, MAX_PATH_LEN as u64);
+            assert_eq!(len, 16 * 256 + 1);
+        }
+        other => panic!("expected TooLong, got {other:?}"),
+    }
 }
 
 #[tokio::test]
