@@ -21,7 +21,10 @@ const QUEUE: usize = 16;
 /// directory and symlink is created new (`O_EXCL`-style), so nothing is written through a symlink or
 /// outside `dest`. Symlink targets are stored as-is and never followed. Executable files get mode 0777,
 /// others 0666, both minus the umask. Decoding runs on the caller's task; filesystem writes run on one
-/// blocking-pool thread. On error the partial tree is left in place for the caller to remove.
+/// blocking-pool thread. On error the partial tree is left in place for the caller to remove. If the future
+/// is dropped instead, the writing thread still applies the events already queued (at most 16 of
+/// them, each at most one contents chunk) before it stops, so a caller that removes the tree right after a
+/// cancellation may race with it.
 pub async fn restore<R: AsyncRead + Unpin>(reader: R, dest: &Path) -> Result<(), NarError> {
     let (tx, mut rx) = mpsc::channel::<NarEvent>(QUEUE);
     let root = dest.to_path_buf();
