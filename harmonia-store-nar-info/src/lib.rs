@@ -210,14 +210,9 @@ impl NarInfo {
     /// Adds `sig`, replacing any signature with the same key name, keeping the list in Nix's order
     /// (Nix keeps signatures in a set of strings, so it writes them sorted by their text `name:base64`).
     pub fn add_signature(&mut self, sig: Signature) {
-        if let Some(existing) = self
-            .signatures
-            .iter_mut()
-            .find(|s| s.key_name() == sig.key_name())
-        {
-            *existing = sig;
-            return;
-        }
+        // Parsed narinfo may hold several signatures under one name (Nix keeps them all): drop every
+        // one of them, not just the first.
+        self.signatures.retain(|s| s.key_name() != sig.key_name());
         let pos = self
             .signatures
             .iter()

@@ -530,3 +530,31 @@ fn signatures_are_kept_in_nix_order() {
     assert_eq!(back.signatures, ni.signatures);
     assert_eq!(back.render(&sd()), text);
 }
+
+#[test]
+fn signing_replaces_every_signature_under_the_key_name() {
+    // Nix keeps every Sig line, so a narinfo can carry two signatures under one name (say a stale one
+    // from a rotated key); signing with that name must leave exactly the new one.
+    let old1 = SecretKey::from_seed("k", &[1; 32]).unwrap();
+    let old2 = SecretKey::from_seed("k", &[2; 32]).unwrap();
+    let other = SecretKey::from_seed("j", &[3; 32]).unwrap();
+    let current = SecretKey::from_seed("k", &[4; 32]).unwrap();
+    let mut ni = parse(&sample()).unwrap();
+    ni.signatures.clear();
+    let fp = ni.fingerprint(&sd());
+    let text = format!(
+        "{}Sig: {}\nSig: {}\nSig: {}\n",
+        ni.render(&sd()),
+        old1.sign(fp.as_bytes()),
+        old2.sign(fp.as_bytes()),
+        other.sign(fp.as_bytes())
+    );
+    let mut ni = parse(&text).unwrap();
+    assert_eq!(ni.signatures.len(), 3);
+    ni.sign(&sd(), &current);
+    let names: Vec<&str> = ni.signatures.iter().map(Signature::key_name).collect();
+    assert_eq!(names, ["j", "k"]);
+    assert!(ni.verify(&sd(), &[current.to_public_key()]));
+    assert!(!ni.verify(&sd(), &[old1.to_public_key()]));
+    assert!(!ni.verify(&sd(), &[old2.to_public_key()]));
+}
