@@ -131,6 +131,20 @@ pub enum SignatureError {
     },
 }
 
+/// The key name as put in an error: at most 80 bytes (cut at a character boundary, then `...`), so a
+/// huge `name:` in a narinfo `Sig:` line cannot make a huge error message.
+fn error_name(name: &str) -> String {
+    const MAX: usize = 80;
+    if name.len() <= MAX {
+        return name.to_owned();
+    }
+    let mut end = MAX;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &name[..end])
+}
+
 /// Key names are non-empty and free of `:` and control characters, so the text form is unambiguous
 /// and fits on one narinfo line.
 fn check_name(kind: Kind, name: &str) -> Result<(), SignatureError> {
@@ -140,7 +154,7 @@ fn check_name(kind: Kind, name: &str) -> Result<(), SignatureError> {
     if name.contains(|c: char| c == ':' || c.is_control()) {
         return Err(SignatureError::InvalidName {
             kind,
-            name: name.to_owned(),
+            name: error_name(name),
         });
     }
     Ok(())
@@ -166,7 +180,7 @@ fn parse_named<'a, const N: usize>(
     if data.len() > max_len {
         return Err(SignatureError::WrongLength {
             kind,
-            name: name.to_owned(),
+            name: error_name(name),
             expected: N,
             actual: data.len() / 4 * 3,
         });
@@ -177,13 +191,13 @@ fn parse_named<'a, const N: usize>(
         .decode_slice(data.as_bytes(), &mut buf[..(max_len / 4 * 3).min(66)])
         .map_err(|e| SignatureError::BadBase64 {
             kind,
-            name: name.to_owned(),
+            name: error_name(name),
             reason: base64_reason(&e),
         })?;
     if n != N {
         return Err(SignatureError::WrongLength {
             kind,
-            name: name.to_owned(),
+            name: error_name(name),
             expected: N,
             actual: n,
         });
@@ -231,7 +245,7 @@ impl SecretKey {
         let key = SigningKey::from_bytes(&seed);
         if key.verifying_key().as_bytes()[..] != bytes[32..] {
             return Err(SignatureError::KeyMismatch {
-                name: name.to_owned(),
+                name: error_name(name),
             });
         }
         Ok(SecretKey {
@@ -325,7 +339,7 @@ impl PublicKey {
         let name = parse_named(Kind::PublicKey, s.trim(), &mut bytes)?;
         let key =
             VerifyingKey::from_bytes(&bytes).map_err(|_| SignatureError::InvalidPublicKey {
-                name: name.to_owned(),
+                name: error_name(name),
             })?;
         Ok(PublicKey {
             name: name.to_owned(),
@@ -622,6 +636,26 @@ mod tests {
             err.to_string(),
             "secret key 'k' has invalid base64 data: invalid character at offset 10"
         );
+    }
+
+    #[test]
+    fn errors_quote_at_most_a_bounded_name() {
+        let long = "é".repeat(1 << 16);
+        for text in [
+            format!("{long}:!!!!"),
+            format!("{long}:AAAA"),
+            format!("{long}\n:AAAA"),
+        ] {
+            let err = Signature::parse(&text).unwrap_err().to_string();
+            assert!(
+                err.len() < 300,
+                "{} bytes: {}",
+                err.len(),
+                err.chars().take(100).collect::<String>()
+            );
+        }
+        assert_eq!(error_name("short"), "short");
+        assert!(error_name(&long).ends_with("..."));
     }
 
     #[test]
