@@ -46,15 +46,23 @@ fn main() -> Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Every connection holds one thread of this pool (see `server::serve_on_own_thread`).
+        .max_blocking_threads(MAX_CONNECTIONS)
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let store = store::LocalStore::open(&config).await?;
         let listener = server::bind_socket(&config.socket_path)?;
         let daemon = Arc::new(server::Daemon { config, store });
         server::serve(daemon, listener).await
-    })
+    });
+    // Connections still open after the grace period end with the process.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
+
+/// Connections served at once (each on its own thread); more wait in the accept queue.
+const MAX_CONNECTIONS: usize = 1024;
 
 /// Copies stdin to the daemon's socket and the socket to stdout until the daemon hangs up, with plain blocking
 /// reads and writes of whatever arrives (nothing is held back).

@@ -1,7 +1,8 @@
 //! The local store the daemon serves: metadata from Nix's SQLite database, files from the real store directory.
 //!
-//! Reads run on `spawn_blocking` with a small cache of read-only connections. Writes (see `write`) restore a
-//! NAR into a temporary directory inside the store, check it, rename it into place and register it.
+//! Database reads run inline on the connection's own thread from a pool of read-only connections; filesystem
+//! work and the single writer run on `spawn_blocking`. Writes (see `write`) restore a NAR at a temporary path
+//! inside the store, check it, rename it into place and register it.
 
 mod drv;
 mod fsutil;
@@ -79,8 +80,8 @@ struct Inner {
     trusted_keys: Vec<PublicKey>,
 }
 
-/// Read-only connections: one per blocking thread that may be serving a read at once.
-const MAX_READERS: usize = 16;
+/// Read-only connections kept open; a connection thread waits for one when all are in use.
+const MAX_READERS: usize = 32;
 
 impl LocalStore {
     /// Opens the store described by `config`, and removes temporary directories a killed daemon left behind.
@@ -170,20 +171,17 @@ impl LocalStore {
         &self.inner.log_dir
     }
 
-    /// Runs `f` with a read-only connection on a blocking thread.
+    /// Runs `f` with a read-only connection, inline. Call it only from a connection's own thread (see
+    /// `server::serve_on_own_thread`) or a blocking task: these are short SQLite reads that would cost more
+    /// in thread hand-offs than they take.
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&StoreDb) -> Result<T, DbError> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            inner
-                .readers
-                .with_conn(|db| f(db).map_err(StoreError::from))
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
+        self.inner
+            .readers
+            .with_conn(|db| f(db).map_err(StoreError::from))
     }
 
     /// Runs `f` with the read-write connection on a blocking thread; writers are serialised.
