@@ -52,6 +52,8 @@ fn start_up_removes_leftovers_and_sigterm_shuts_down_cleanly() {
         .expect("chmod");
     let mut d = Daemon::start(&store, "");
     assert!(!leftover.exists(), "start-up left {}", leftover.display());
+    // An idle client does not keep the daemon alive past its grace period.
+    let _idle = std::os::unix::net::UnixStream::connect(&d.socket).expect("connect");
     let status = d.terminate().expect("daemon did not exit after SIGTERM");
     assert!(status.success(), "{status}");
     assert!(!d.socket.exists(), "socket left behind");
