@@ -165,6 +165,25 @@ fn add_file_and_directory_with_symlink() {
         }
         assert_eq!(theirs, want);
     }
+    // Flat and non-sha256 recursive content addressing (AddToStore's "fixed:sha256" / "fixed:r:sha1").
+    for args in [
+        vec!["--add-fixed", "sha256"],
+        vec!["--add-fixed", "--recursive", "sha1"],
+    ] {
+        let path = src.join("file.txt");
+        let ours = lines(&ok(client(&f.store, &d, "nix-store")
+            .args(&args)
+            .arg(&path)));
+        let expected = lines(&ok(reference
+            .nix("nix-store")
+            .arg("--store")
+            .arg(reference.root())
+            .args(&args)
+            .arg(&path)));
+        assert_eq!(ours, expected, "{args:?}");
+        let ca = |s: &FixtureStore| s.path_info(&[&expected[0]])[0]["ca"].clone();
+        assert_eq!(ca(&f.store), ca(&reference), "{args:?}");
+    }
     ok(f.store
         .nix("nix-store")
         .arg("--store")
