@@ -31,6 +31,8 @@ pub struct AppState {
     pub store_dir: StoreDir,
     /// Read-only connections to Nix's database.
     pub db: StoreDbPool,
+    /// Threads that run the database lookups.
+    pub db_threads: crate::dbthreads::DbThreads,
     /// Signatures by fingerprint, so repeated narinfo requests skip ed25519.
     pub signatures: crate::narinfo::SignatureCache,
 }
@@ -48,8 +50,9 @@ impl AppState {
                 config.virtual_nix_store
             )
         })?;
-        // One connection per blocking thread, so a query never waits for a connection.
-        let connections = blocking_threads(config.workers);
+        // One connection per database thread and per blocking thread (`.ls`, `/serve` and
+        // realisations query from there), so a query never waits for a connection.
+        let connections = db_threads(config.workers) + blocking_threads(config.workers);
         let db = StoreDbPool::new(&config.nix_db_path, store_dir.clone(), connections)
             .with_context(|| {
                 format!(
@@ -66,6 +69,7 @@ impl AppState {
             .iter()
             .map(|k| k.to_public_key().to_string())
             .collect();
+        let config_workers = config.workers;
         Ok(AppState {
             config,
             metrics,
@@ -74,6 +78,8 @@ impl AppState {
             store_dir,
             db,
             signatures: crate::narinfo::SignatureCache::new(),
+            db_threads: crate::dbthreads::DbThreads::start(db_threads(config_workers))
+                .context("starting the database threads")?,
         })
     }
 }
@@ -111,6 +117,12 @@ pub fn blocking_threads(workers: usize) -> usize {
     (workers * 4).clamp(4, 64)
 }
 
+/// Number of database threads for `workers` async workers: as many as there are async workers, so
+/// lookups keep pace with them while each thread stays busy under load.
+pub fn db_threads(workers: usize) -> usize {
+    workers.clamp(1, 16)
+}
+
 /// Runs blocking work (SQLite, filesystem) on tokio's blocking pool.
 pub async fn blocking<T, F>(f: F) -> ServerResult<T>
 where
@@ -126,12 +138,14 @@ pub async fn lookup_by_hash(
     hash: StorePathHash,
 ) -> ServerResult<ValidPathInfo> {
     let st = state.clone();
-    blocking(move || {
-        st.db
-            .with_conn(|db| db.query_path_info_by_hash_part(&hash))?
-            .ok_or(ServerError::NotFound)
-    })
-    .await
+    state
+        .db_threads
+        .run(move || {
+            st.db
+                .with_conn(|db| db.query_path_info_by_hash_part(&hash))?
+                .ok_or(ServerError::NotFound)
+        })
+        .await
 }
 
 /// A complete in-memory response with explicit length (so HEAD reports it too).

@@ -32,6 +32,9 @@ pub enum ServerError {
     /// A blocking task panicked or was cancelled.
     #[error("blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// A database thread panicked while answering (or is gone).
+    #[error("database thread failed")]
+    DbThreadFailed,
     /// The database holds data we cannot interpret (e.g. a malformed hash column).
     #[error("corrupt store metadata: {0}")]
     CorruptMetadata(String),
@@ -56,7 +59,9 @@ impl ServerError {
             ServerError::Join(e) if e.is_cancelled() => {
                 (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
             }
-            ServerError::Join(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
+            ServerError::Join(_) | ServerError::DbThreadFailed => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+            }
             ServerError::CorruptMetadata(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "corrupt store metadata\n",

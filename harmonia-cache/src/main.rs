@@ -5,6 +5,7 @@
 
 mod app;
 mod config;
+mod dbthreads;
 mod error;
 mod http_util;
 mod log;

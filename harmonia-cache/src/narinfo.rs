@@ -91,14 +91,16 @@ pub fn render_narinfo(state: &crate::app::AppState, info: ValidPathInfo) -> Serv
 async fn narinfo(state: SharedState, hash: &str, headers: &HeaderMap) -> ServerResult<Response> {
     let hash = parse_hash(hash)?;
     let st = state.clone();
-    let text = blocking(move || {
-        let info = st
-            .db
-            .with_conn(|db| db.query_path_info_by_hash_part(&hash))?
-            .ok_or(ServerError::NotFound)?;
-        render_narinfo(&st, info)
-    })
-    .await?;
+    let text = state
+        .db_threads
+        .run(move || {
+            let info = st
+                .db
+                .with_conn(|db| db.query_path_info_by_hash_part(&hash))?
+                .ok_or(ServerError::NotFound)?;
+            render_narinfo(&st, info)
+        })
+        .await?;
     // The ETag names the exact bytes, so instances with other keys or newer signatures never
     // collide in a shared cache.
     let digest = Hash::digest_of(Algorithm::Sha256, text.as_bytes());
