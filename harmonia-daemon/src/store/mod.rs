@@ -4,7 +4,6 @@
 //! work and the single writer run on `spawn_blocking`. Writes (see `write`) restore a NAR at a temporary path
 //! inside the store, check it, rename it into place and register it.
 
-mod drv;
 mod fsutil;
 mod locks;
 mod maint;

@@ -15,6 +15,9 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use super::locks::LockFile;
 use super::{LocalStore, StoreError, fsutil};
 
+/// Largest `.drv` file read to find the outputs to register with it.
+const MAX_DRV_SIZE: u64 = 64 << 20;
+
 /// Options of an add, as the client sends them.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AddOptions {
@@ -547,27 +550,30 @@ impl LocalStore {
             return Ok(Vec::new());
         }
         let real = real.to_path_buf();
-        let text = tokio::task::spawn_blocking(move || -> std::io::Result<Option<String>> {
+        let text = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Vec<u8>>> {
             let meta = std::fs::symlink_metadata(&real)?;
-            if !meta.is_file() || meta.len() > super::drv::MAX_DRV_SIZE {
+            if !meta.is_file() || meta.len() > MAX_DRV_SIZE {
                 return Ok(None);
             }
-            Ok(String::from_utf8(std::fs::read(&real)?).ok())
+            std::fs::read(&real).map(Some)
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))?
         .map_err(StoreError::io("cannot read the derivation"))?;
-        let Some(outputs) = text.as_deref().and_then(super::drv::outputs) else {
-            tracing::warn!(drv = %path, "not registering outputs: the .drv does not parse as a derivation");
+        let Some(text) = text else {
+            tracing::warn!(drv = %path, "not registering outputs: the .drv is not a small regular file");
             return Ok(Vec::new());
         };
-        let mut rows = Vec::new();
-        for (name, out) in outputs {
-            match self.store_dir().parse_path(&out) {
-                Ok(p) => rows.push((path.clone(), name, p)),
-                Err(e) => tracing::warn!(drv = %path, "ignoring output {name} at {out:?}: {e}"),
+        let rows = match harmonia_store_db::parse_derivation_outputs(self.store_dir(), &text) {
+            Ok(outputs) => outputs
+                .into_iter()
+                .map(|(name, out)| (path.clone(), name, out))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(drv = %path, "not registering outputs: {e}");
+                Vec::new()
             }
-        }
+        };
         Ok(rows)
     }
 
