@@ -1,12 +1,14 @@
 //! Prometheus metrics: request counts and latency by route template, bytes and NARs served.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use http::Method;
+use http::{Method, StatusCode};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Counter: requests by `method`, `path` (route template) and `status`.
@@ -65,21 +67,53 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
+/// The request counter and latency histogram of one (method, status, route) combination.
+struct RouteMetrics {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// Handles by (method, status) and route template, registered on first use.
+///
+/// Looking a handle up through `counter!` with labels builds and hashes a label key (several
+/// allocations) on every request; this map keeps the handles instead. Bounded: methods and
+/// statuses are small fixed sets, and routes are the router's templates plus "unmatched".
+type HandleMap = HashMap<(&'static str, u16), HashMap<Box<str>, RouteMetrics>>;
+
+static HANDLES: LazyLock<Mutex<HandleMap>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn record(method: &'static str, status: StatusCode, path: &str, elapsed: Duration) {
+    let mut handles = HANDLES.lock().unwrap_or_else(|p| p.into_inner());
+    let by_route = handles.entry((method, status.as_u16())).or_default();
+    if !by_route.contains_key(path) {
+        let labels = [
+            ("method", method.to_owned()),
+            ("path", path.to_owned()),
+            ("status", status.as_str().to_owned()),
+        ];
+        let metrics = RouteMetrics {
+            requests: metrics::counter!(REQUESTS_TOTAL, &labels),
+            duration: metrics::histogram!(REQUEST_DURATION, &labels[..2]),
+        };
+        by_route.insert(path.into(), metrics);
+    }
+    if let Some(m) = by_route.get(path) {
+        m.requests.increment(1);
+        m.duration.record(elapsed.as_secs_f64());
+    }
+}
+
 /// Middleware recording the request counter and latency histogram.
 pub async fn track(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = method_label(req.method());
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let res = next.run(req).await;
-    let path: String = match (res.extensions().get::<RouteLabel>(), &matched) {
-        (Some(label), _) => label.0.to_owned(),
-        (None, Some(m)) => m.as_str().to_owned(),
-        (None, None) => "unmatched".to_owned(),
+    let path = match (res.extensions().get::<RouteLabel>(), &matched) {
+        (Some(label), _) => label.0,
+        (None, Some(m)) => m.as_str(),
+        (None, None) => "unmatched",
     };
-    let status = res.status().as_u16().to_string();
-    metrics::counter!(REQUESTS_TOTAL, "method" => method, "path" => path.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!(REQUEST_DURATION, "method" => method, "path" => path)
-        .record(start.elapsed().as_secs_f64());
+    record(method, res.status(), path, start.elapsed());
     res
 }
