@@ -19,7 +19,8 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt, symlink};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -555,9 +556,15 @@ pub fn wait_for_tcp(port: u16, timeout: Duration) -> bool {
     poll_until(timeout, || TcpStream::connect(("127.0.0.1", port)).is_ok())
 }
 
-/// Polls until `path` exists (e.g. a unix socket); false on timeout.
+/// Polls until `path` exists; false on timeout. For a unix socket, polls until it accepts a
+/// connection (opened and closed at once): a daemon creates its socket file at `bind`, before it
+/// `listen`s, and connecting in between is refused.
 pub fn wait_for_path(path: &Path, timeout: Duration) -> bool {
-    poll_until(timeout, || path.exists())
+    poll_until(timeout, || match path.symlink_metadata() {
+        Ok(meta) if meta.file_type().is_socket() => UnixStream::connect(path).is_ok(),
+        Ok(_) => true,
+        Err(_) => false,
+    })
 }
 
 fn poll_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
