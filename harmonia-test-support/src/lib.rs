@@ -148,7 +148,11 @@ impl FixtureStore {
             }
         }
         let tmp = self.tmp.path().join("tmp");
-        cmd.env("NIX_CONF_DIR", &self.conf_dir)
+        // The default store is this fixture's own chroot store, so a command that forgets `--store` (or one
+        // that opens a store although it needs none, like Nix 2.8's `nix-store --generate-binary-cache-key`)
+        // can never open the machine's /nix.
+        cmd.env("NIX_REMOTE", &self.root)
+            .env("NIX_CONF_DIR", &self.conf_dir)
             .env("NIX_USER_CONF_FILES", self.conf_dir.join("user.conf"))
             .env("HOME", &self.home)
             .env("XDG_CACHE_HOME", self.home.join(".cache"))

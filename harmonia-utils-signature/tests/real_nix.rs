@@ -1,35 +1,17 @@
 //! Keys made by real Nix (`nix-store --generate-binary-cache-key`) against our parser.
 
 use std::path::Path;
-use std::process::Command;
 
 use harmonia_utils_signature::{PublicKey, SecretKey, SignatureError};
 
 /// Runs `nix-store --generate-binary-cache-key NAME SECRET PUBLIC` with a throwaway NIX_CONF_DIR
 /// and returns the two files' contents.
+/// A key pair made by the real `nix-store --generate-binary-cache-key` (inside a throwaway chroot
+/// store, so the machine's own store is never opened): the secret and public key files' text.
 fn nix_generate(dir: &Path, name: &str) -> (String, String) {
-    let conf = dir.join("conf");
-    std::fs::create_dir_all(&conf).unwrap();
-    std::fs::write(
-        conf.join("nix.conf"),
-        "experimental-features = nix-command\n",
-    )
-    .unwrap();
-    let secret = dir.join(format!("{name}.sec"));
-    let public = dir.join(format!("{name}.pub"));
-    let out = Command::new("nix-store")
-        .env("NIX_CONF_DIR", &conf)
-        .arg("--generate-binary-cache-key")
-        .arg(name)
-        .arg(&secret)
-        .arg(&public)
-        .output()
-        .expect("nix-store is installed (Debian nix-bin)");
-    assert!(
-        out.status.success(),
-        "nix-store --generate-binary-cache-key failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    std::fs::create_dir_all(dir).unwrap();
+    let (secret, _) = harmonia_test_support::generate_signing_key(dir, name);
+    let public = secret.with_extension("public");
     (
         std::fs::read_to_string(secret).unwrap(),
         std::fs::read_to_string(public).unwrap(),
