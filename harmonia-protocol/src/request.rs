@@ -746,23 +746,13 @@ pub struct QueryPathInfoResponse(pub Option<UnkeyedValidPathInfo>);
 
 impl NixSerialize for QueryPathInfoResponse {
     fn serialize(&self, enc: &mut Encoder) {
-        match &self.0 {
-            Some(info) => {
-                enc.write_bool(true);
-                enc.write(info);
-            }
-            None => enc.write_bool(false),
-        }
+        enc.write_flagged(&self.0);
     }
 }
 
 impl NixDeserialize for QueryPathInfoResponse {
     async fn deserialize<R: AsyncRead + Unpin + Send>(r: &mut NixReader<R>) -> Result<Self> {
-        if r.read_bool().await? {
-            Ok(QueryPathInfoResponse(Some(r.read().await?)))
-        } else {
-            Ok(QueryPathInfoResponse(None))
-        }
+        Ok(Self(r.read_flagged().await?))
     }
 }
 
@@ -787,23 +777,13 @@ pub struct QuerySubstitutablePathInfoResponse(pub Option<SubstitutablePathInfo>)
 
 impl NixSerialize for QuerySubstitutablePathInfoResponse {
     fn serialize(&self, enc: &mut Encoder) {
-        match &self.0 {
-            Some(info) => {
-                enc.write_bool(true);
-                enc.write(info);
-            }
-            None => enc.write_bool(false),
-        }
+        enc.write_flagged(&self.0);
     }
 }
 
 impl NixDeserialize for QuerySubstitutablePathInfoResponse {
     async fn deserialize<R: AsyncRead + Unpin + Send>(r: &mut NixReader<R>) -> Result<Self> {
-        if r.read_bool().await? {
-            Ok(Self(Some(r.read().await?)))
-        } else {
-            Ok(Self(None))
-        }
+        Ok(Self(r.read_flagged().await?))
     }
 }
 

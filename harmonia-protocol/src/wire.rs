@@ -160,6 +160,16 @@ impl<R: AsyncRead + Unpin + Send> NixReader<R> {
     pub async fn read<T: NixDeserialize>(&mut self) -> Result<T> {
         T::deserialize(self).await
     }
+
+    /// Reads a value that is sent as a validity flag followed, if set, by the value (the shape of
+    /// QueryPathInfo's and QuerySubstitutablePathInfo's replies).
+    pub async fn read_flagged<T: NixDeserialize>(&mut self) -> Result<Option<T>> {
+        if self.read_bool().await? {
+            Ok(Some(self.read().await?))
+        } else {
+            Ok(None)
+        }
+    }
 }
 
 /// The writing buffer: messages are encoded here synchronously, then flushed.
@@ -236,6 +246,14 @@ impl Encoder {
     /// Writes any [`NixSerialize`] value.
     pub fn write<T: NixSerialize + ?Sized>(&mut self, v: &T) {
         v.serialize(self);
+    }
+
+    /// Writes a validity flag followed, if set, by the value (see [`NixReader::read_flagged`]).
+    pub fn write_flagged<T: NixSerialize>(&mut self, v: &Option<T>) {
+        self.write_bool(v.is_some());
+        if let Some(v) = v {
+            self.write(v);
+        }
     }
 }
 
