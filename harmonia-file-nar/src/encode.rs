@@ -98,8 +98,72 @@ enum State {
         remaining: u64,
         size: u64,
     },
+    /// A file's contents went out as a [`FileSegment`]; its padding and closing come next.
+    AfterSegment {
+        size: u64,
+    },
     Done,
     Failed,
+}
+
+/// A piece of a NAR from [`NarSegments`]: bytes in memory, or a range of a file that the consumer copies
+/// itself (with `sendfile` or `splice`, so file contents never pass through user space).
+#[derive(Debug)]
+pub enum NarPiece {
+    /// Framing, names, symlink targets and the contents of small files.
+    Bytes(Bytes),
+    /// The contents (or, for a range, the part in range) of one regular file.
+    File(FileSegment),
+}
+
+/// `remaining` bytes of an open regular file starting at `offset`: the next bytes of the NAR.
+///
+/// The consumer copies them and calls [`FileSegment::advance`]; a copy that ends early (the file shrank)
+/// is reported with [`FileSegment::changed`].
+#[derive(Debug)]
+pub struct FileSegment {
+    file: File,
+    offset: u64,
+    remaining: u64,
+    size: u64,
+    path: PathBuf,
+}
+
+impl FileSegment {
+    /// The open file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Where in the file the next byte to copy is.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// How many bytes are still to be copied.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// The file's path, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records that `n` more bytes were copied (at most [`FileSegment::remaining`]).
+    pub fn advance(&mut self, n: u64) {
+        let n = n.min(self.remaining);
+        self.offset += n;
+        self.remaining -= n;
+    }
+
+    /// The error for a file that ended before the segment did: it changed since its header was written.
+    pub fn changed(&self) -> NarError {
+        NarError::FileChanged {
+            path: self.path.clone(),
+            expected: self.size,
+        }
+    }
 }
 
 /// Synchronous NAR encoder: an [`Iterator`] over chunks of the NAR of a path, byte-identical to
@@ -121,6 +185,10 @@ pub struct NarEncoder {
     /// Bytes still to drop from the front of the NAR (see [`NarEncoder::from_offset`]).
     skip: u64,
     offset: u64,
+    /// Files with at least this many bytes to send become [`FileSegment`]s (see [`NarSegments`]).
+    segment_min: Option<u64>,
+    /// A segment waiting for the bytes before it to be handed out.
+    segment: Option<FileSegment>,
 }
 
 impl NarEncoder {
@@ -154,7 +222,22 @@ impl NarEncoder {
             chunk_size,
             skip: offset,
             offset,
+            segment_min: None,
+            segment: None,
         }
+    }
+
+    /// Like [`NarEncoder::with_chunk_size`], but the contents of files with at least `min_segment` bytes to
+    /// send are handed out as [`FileSegment`]s for the consumer to copy in the kernel, instead of being read.
+    pub fn with_file_segments(
+        path: PathBuf,
+        offset: u64,
+        chunk_size: usize,
+        min_segment: u64,
+    ) -> NarSegments {
+        let mut encoder = NarEncoder::with_chunk_size(path, offset, chunk_size);
+        encoder.segment_min = Some(min_segment.max(1));
+        NarSegments(encoder)
     }
 
     /// Write the whole NAR into `out`; returns the number of bytes written.
@@ -265,6 +348,26 @@ impl NarEncoder {
                 // Empty, or wholly before the requested offset: no need to open it.
                 self.skip -= size;
                 self.finish_file(size);
+            } else if self.segment_min.is_some_and(|min| size - self.skip >= min) {
+                let file = File::open(&self.path).map_err(|e| NarError::io(&self.path, e))?;
+                // The consumer copies exactly `size - skip` bytes and notices a file that shrank; one that
+                // was replaced by a file of another size since the stat above is noticed here.
+                let now = file
+                    .metadata()
+                    .map_err(|e| NarError::io(&self.path, e))?
+                    .len();
+                if now != size {
+                    return Err(self.changed(size));
+                }
+                self.segment = Some(FileSegment {
+                    file,
+                    offset: self.skip,
+                    remaining: size - self.skip,
+                    size,
+                    path: self.path.clone(),
+                });
+                self.skip = 0;
+                self.state = State::AfterSegment { size };
             } else {
                 let mut file = File::open(&self.path).map_err(|e| NarError::io(&self.path, e))?;
                 if self.skip > 0 {
@@ -385,6 +488,10 @@ impl NarEncoder {
                 remaining,
                 size,
             } => self.contents_step(file, remaining, size),
+            State::AfterSegment { size } => {
+                self.finish_file(size);
+                Ok(())
+            }
             s @ (State::Done | State::Failed) => {
                 self.state = s;
                 Ok(())
@@ -393,12 +500,17 @@ impl NarEncoder {
     }
 }
 
-impl Iterator for NarEncoder {
-    type Item = Result<Bytes, NarError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.ensure_buffer();
+impl NarEncoder {
+    /// The next piece: in-memory bytes, or (only when segments are enabled) a file segment.
+    fn next_piece(&mut self) -> Option<Result<NarPiece, NarError>> {
         loop {
+            if self.segment.is_some() {
+                if self.filled > 0 {
+                    return Some(Ok(NarPiece::Bytes(self.take_chunk())));
+                }
+                return self.segment.take().map(|s| Ok(NarPiece::File(s)));
+            }
+            self.ensure_buffer();
             match self.state {
                 State::Failed => return None,
                 State::Done => {
@@ -412,9 +524,11 @@ impl Iterator for NarEncoder {
                     if self.filled == 0 {
                         return None;
                     }
-                    return Some(Ok(self.take_chunk()));
+                    return Some(Ok(NarPiece::Bytes(self.take_chunk())));
                 }
-                _ if self.filled >= self.chunk_size => return Some(Ok(self.take_chunk())),
+                _ if self.filled >= self.chunk_size => {
+                    return Some(Ok(NarPiece::Bytes(self.take_chunk())));
+                }
                 _ => {}
             }
             if let Err(e) = self.step() {
@@ -424,6 +538,37 @@ impl Iterator for NarEncoder {
                 return Some(Err(e));
             }
         }
+    }
+}
+
+impl Iterator for NarEncoder {
+    type Item = Result<Bytes, NarError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_piece()? {
+            Ok(NarPiece::Bytes(bytes)) => Some(Ok(bytes)),
+            // Only `NarSegments` turns segments on; a plain encoder reads every file itself.
+            Ok(NarPiece::File(segment)) => {
+                self.state = State::Failed;
+                Some(Err(NarError::io(
+                    segment.path(),
+                    io::Error::other("file segment from an encoder without segments"),
+                )))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// A NAR as [`NarPiece`]s: framing and small files in memory, bigger files as [`FileSegment`]s that the
+/// consumer copies from the file to its output in the kernel. Made by [`NarEncoder::with_file_segments`].
+pub struct NarSegments(NarEncoder);
+
+impl Iterator for NarSegments {
+    type Item = Result<NarPiece, NarError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next_piece()
     }
 }
 
@@ -704,6 +849,81 @@ mod tests {
             via_reader.extend_from_slice(&small[..n]);
         }
         assert_eq!(via_reader, nar_of(dir.path(), CHUNK_SIZE));
+    }
+
+    /// Reassembles the NAR from pieces the way a `sendfile` consumer would (reading each segment's range).
+    fn nar_from_segments(path: &Path, offset: u64, min: u64) -> Result<Vec<u8>, NarError> {
+        use std::os::unix::fs::FileExt;
+        let mut out = Vec::new();
+        for piece in NarEncoder::with_file_segments(path.to_owned(), offset, 64, min) {
+            match piece? {
+                NarPiece::Bytes(b) => out.extend_from_slice(&b),
+                NarPiece::File(mut seg) => {
+                    let mut buf = vec![0; seg.remaining() as usize];
+                    let n = seg.file().read_at(&mut buf, seg.offset()).unwrap();
+                    if n < buf.len() {
+                        return Err(seg.changed());
+                    }
+                    seg.advance(n as u64);
+                    assert_eq!(seg.remaining(), 0);
+                    out.extend_from_slice(&buf);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn segments_give_the_same_bytes_at_every_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        fs::write(
+            dir.path().join("d/x"),
+            (0..1000u32).map(|i| i as u8).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        fs::write(dir.path().join("b"), b"").unwrap();
+        fs::write(dir.path().join("c"), b"tiny").unwrap();
+        std::os::unix::fs::symlink("d/x", dir.path().join("l")).unwrap();
+        let reference = nar_of(dir.path(), CHUNK_SIZE);
+        for min in [1, 4, 5, 100, 10_000] {
+            for offset in 0..=reference.len() as u64 {
+                let got = nar_from_segments(dir.path(), offset, min).unwrap();
+                assert_eq!(
+                    got,
+                    &reference[offset as usize..],
+                    "min {min} offset {offset}"
+                );
+            }
+        }
+        // A lone big file (the root is the file).
+        let f = dir.path().join("d/x");
+        assert_eq!(nar_from_segments(&f, 0, 1).unwrap(), nar_of(&f, CHUNK_SIZE));
+    }
+
+    #[test]
+    fn a_segment_of_a_file_that_shrank_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        fs::write(&f, vec![1u8; 100]).unwrap();
+        let mut pieces = NarEncoder::with_file_segments(dir.path().to_owned(), 0, 64, 10);
+        let mut segment = None;
+        for piece in pieces.by_ref() {
+            if let NarPiece::File(s) = piece.unwrap() {
+                segment = Some(s);
+                break;
+            }
+        }
+        let seg = segment.expect("a segment for f");
+        fs::write(&f, vec![1u8; 50]).unwrap();
+        let mut buf = vec![0; 100];
+        use std::os::unix::fs::FileExt;
+        let n = seg.file().read_at(&mut buf, seg.offset()).unwrap();
+        assert_eq!(n, 50);
+        assert!(matches!(
+            seg.changed(),
+            NarError::FileChanged { expected: 100, .. }
+        ));
     }
 
     #[test]

@@ -47,7 +47,10 @@ pub use decode::{
     CONTENTS_CHUNK, MAX_DEPTH, MAX_NAME_LEN, MAX_PATH_LEN, MAX_TARGET_LEN, NarDecoder, NarEvent,
     NarPath,
 };
-pub use encode::{CHUNK_SIZE, NarEncoder, NarReader, NarStream, encode, encode_from_offset};
+pub use encode::{
+    CHUNK_SIZE, FileSegment, NarEncoder, NarPiece, NarReader, NarSegments, NarStream, encode,
+    encode_from_offset,
+};
 pub use error::NarError;
 pub use hash::{hash_and_size, hash_and_size_blocking};
 pub use listing::{ListingEntry, NarListing, list, list_with_nar_size};
