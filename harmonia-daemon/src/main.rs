@@ -2,6 +2,7 @@
 
 mod auth;
 mod config;
+mod nar_send;
 mod server;
 mod store;
 mod worker;

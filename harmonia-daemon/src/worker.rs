@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::StreamExt;
 use harmonia_protocol::ProtocolError;
 use harmonia_protocol::framed::FramedReader;
 use harmonia_protocol::handshake::{ServerHandshake, TrustLevel, server_handshake};
@@ -636,33 +635,39 @@ impl Conn<'_> {
 }
 
 impl Conn<'_> {
-    /// NarFromPath: STDERR_LAST, then the NAR raw, streamed from the real store directory.
+    /// NarFromPath: STDERR_LAST, then the NAR raw, from the real store directory, with file contents sent
+    /// by `sendfile` (see [`crate::nar_send`]).
     async fn nar_from_path(&mut self, path: StorePath) -> OpResult {
+        use harmonia_file_nar::NarPiece;
         if !self.store.is_valid_path(path.clone()).await? {
             return Err(OpError::Client(format!(
                 "path '{}' is not valid",
                 self.path_str(&path)
             )));
         }
-        let mut nar = self.store.nar_stream(&path);
-        // Fetch the first chunk before committing to success, so a path that vanished from disk is an
+        let mut pieces = crate::nar_send::pieces(self.store.real_path(&path));
+        // Take the first piece before committing to success, so a path that vanished from disk is an
         // ordinary error rather than a broken stream.
-        let first = match nar.next().await {
-            Some(Ok(chunk)) => chunk,
+        let first = match pieces.next() {
+            Some(Ok(piece)) => Some(piece),
             Some(Err(e)) => {
                 return Err(OpError::Client(format!(
                     "cannot read '{}': {e}",
                     self.path_str(&path)
                 )));
             }
-            None => bytes::Bytes::new(),
+            None => None,
         };
         self.w.write(&StderrMsg::Last);
-        self.w.write_raw_now(&first).await?;
-        while let Some(chunk) = nar.next().await {
+        for piece in first.into_iter().map(Ok).chain(pieces) {
             // Mid-stream the client is parsing a NAR: an error can only end the connection.
-            let chunk = chunk.map_err(|e| OpError::Fatal(anyhow::Error::new(e)))?;
-            self.w.write_raw_now(&chunk).await?;
+            match piece.map_err(|e| OpError::Fatal(anyhow::Error::new(e)))? {
+                NarPiece::Bytes(bytes) => self.w.write_raw_now(&bytes).await?,
+                NarPiece::File(segment) => {
+                    self.w.write_raw_now(&[]).await?;
+                    crate::nar_send::send_segment(self.w.inner_mut().as_ref(), segment).await?;
+                }
+            }
         }
         self.w.flush().await?;
         Ok(())

@@ -264,10 +264,15 @@ fn same_error(e: &NarError) -> NarError {
 }
 
 /// An `AsyncRead` yielding exactly one NAR from a buffered stream, then EOF.
+///
+/// It is also an `AsyncBufRead` that hands out the inner stream's buffer directly, so
+/// `tokio::io::copy_buf` moves a NAR without an extra copy.
 #[derive(Debug)]
 pub struct NarPassthrough<R> {
     inner: R,
     scanner: NarScanner,
+    /// Bytes at the front of `inner`'s buffer already fed to the scanner but not consumed yet.
+    fed: usize,
 }
 
 impl<R> NarPassthrough<R> {
@@ -276,6 +281,7 @@ impl<R> NarPassthrough<R> {
         Self {
             inner,
             scanner: NarScanner::new(),
+            fed: 0,
         }
     }
 
@@ -297,7 +303,19 @@ impl<R: AsyncBufRead + Unpin> AsyncRead for NarPassthrough<R> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.scanner.is_done() || buf.remaining() == 0 {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if this.fed > 0 {
+            // Bytes already scanned by `poll_fill_buf`: hand those out first.
+            let avail = ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?;
+            let n = this.fed.min(avail.len()).min(buf.remaining());
+            buf.put_slice(&avail[..n]);
+            Pin::new(&mut this.inner).consume(n);
+            this.fed -= n;
+            return Poll::Ready(Ok(()));
+        }
+        if this.scanner.is_done() {
             return Poll::Ready(Ok(()));
         }
         let avail = ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?;
@@ -315,6 +333,37 @@ impl<R: AsyncBufRead + Unpin> AsyncRead for NarPassthrough<R> {
         buf.put_slice(&avail[..n]);
         Pin::new(&mut this.inner).consume(n);
         Poll::Ready(Ok(()))
+    }
+}
+
+impl<R: AsyncBufRead + Unpin> AsyncBufRead for NarPassthrough<R> {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        if this.fed == 0 && this.scanner.is_done() {
+            return Poll::Ready(Ok(&[]));
+        }
+        let avail = ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?;
+        if this.fed == 0 {
+            if avail.is_empty() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "stream ended inside a NAR",
+                )));
+            }
+            this.fed = this
+                .scanner
+                .feed(avail)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
+        let n = this.fed.min(avail.len());
+        Poll::Ready(Ok(&avail[..n]))
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        let this = self.get_mut();
+        let amt = amt.min(this.fed);
+        this.fed -= amt;
+        Pin::new(&mut this.inner).consume(amt);
     }
 }
 
@@ -389,6 +438,36 @@ mod tests {
         let mut rest = Vec::new();
         p.into_inner().read_to_end(&mut rest).await.unwrap();
         assert_eq!(rest, b"rest");
+    }
+
+    #[tokio::test]
+    async fn buffered_passthrough_stops_at_the_end_too() {
+        use tokio::io::AsyncBufReadExt;
+        let nar = sample_nar();
+        let mut wire = nar.clone();
+        wire.extend_from_slice(b"rest");
+        for cap in [1, 7, 64, 100_000] {
+            let mut p = NarPassthrough::new(tokio::io::BufReader::with_capacity(cap, &wire[..]));
+            let mut out = Vec::new();
+            tokio::io::copy_buf(&mut p, &mut out).await.unwrap();
+            assert_eq!(out, nar, "capacity {cap}");
+            // Mixing the two interfaces keeps the scanner and the buffer in step.
+            let mut p = NarPassthrough::new(tokio::io::BufReader::with_capacity(cap, &wire[..]));
+            let mut out = Vec::new();
+            let first = p.fill_buf().await.unwrap().len().min(3);
+            out.extend_from_slice(&p.fill_buf().await.unwrap()[..first]);
+            std::pin::Pin::new(&mut p).consume(first);
+            p.read_to_end(&mut out).await.unwrap();
+            assert_eq!(out, nar, "capacity {cap}, mixed");
+            let mut rest = Vec::new();
+            p.into_inner().read_to_end(&mut rest).await.unwrap();
+            assert_eq!(rest, b"rest");
+        }
+        let mut cut = NarPassthrough::new(tokio::io::BufReader::new(&nar[..nar.len() - 8]));
+        let err = tokio::io::copy_buf(&mut cut, &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]

@@ -219,7 +219,8 @@ where
         self.send(&typed::NarFromPath(path.clone())).await?;
         self.process_stderr(None).await?;
         let mut nar = NarPassthrough::new(self.reader.inner_mut());
-        let n = tokio::io::copy(&mut nar, sink).await?;
+        // copy_buf hands the reader's buffer to the sink: no copy in between.
+        let n = tokio::io::copy_buf(&mut nar, sink).await?;
         sink.flush().await?;
         Ok(n)
     }

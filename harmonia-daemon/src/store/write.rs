@@ -576,15 +576,6 @@ impl LocalStore {
         };
         Ok(rows)
     }
-
-    /// Streams `path` as a NAR from the real store directory.
-    pub fn nar_stream(
-        &self,
-        path: &StorePath,
-    ) -> impl futures::Stream<Item = Result<bytes::Bytes, harmonia_file_nar::NarError>> + Send + use<>
-    {
-        harmonia_file_nar::encode(self.real_path(path))
-    }
 }
 
 #[cfg(test)]
