@@ -33,7 +33,7 @@ use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::auth::{Access, Peer};
 use crate::server::Daemon;
-use crate::store::{AddOptions, CaMethod, CaSource, LocalStore, Prepared, StoreError};
+use crate::store::{AddOptions, CaMethod, CaSource, LocalStore, StoreError};
 
 /// A client that does not finish the handshake in this time is dropped (it holds a socket meanwhile).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -392,37 +392,30 @@ impl Conn<'_> {
                 }
                 let trusted = self.trusted;
                 let mut m = MultipleReader::new(self.r.inner_mut(), store.store_dir().clone());
+                // Inline on this connection's thread; the batch registers paths in groups (see AddBatch).
+                let mut batch = store.add_batch();
                 let mut result = Ok(());
-                // Pipelined: path i is installed (moved, registered) while path i+1's NAR is read and
-                // checked. Installs stay in order, so references to earlier paths of the batch are valid.
-                let mut pending: Option<Prepared> = None;
-                while let Some(info) = m.next_info().await? {
-                    let info = from_wire_info(info, trusted);
-                    let install = async {
-                        match pending.take() {
-                            Some(p) => store.install_prepared(p).await,
-                            None => Ok(()),
+                let mut read_err = None;
+                loop {
+                    let info = match m.next_info().await {
+                        Ok(Some(info)) => from_wire_info(info, trusted),
+                        Ok(None) => break,
+                        Err(e) => {
+                            read_err = Some(e);
+                            break;
                         }
                     };
-                    let (prepared, installed) =
-                        tokio::join!(store.prepare_nar(info, m.nar(), opts), install);
-                    match (prepared, installed) {
-                        (Ok(p), Ok(())) => pending = Some(p),
-                        (Ok(p), Err(e)) => {
-                            p.discard().await;
-                            result = Err(e);
-                            break;
-                        }
-                        (Err(e), installed) => {
-                            result = installed.and(Err(e));
-                            break;
-                        }
+                    if let Err(e) = batch.add(info, m.nar(), opts).await {
+                        result = Err(e);
+                        break;
                     }
                 }
-                // `pending` is empty after a failure.
-                if let (Ok(()), Some(p)) = (&result, pending.take()) {
-                    result = store.install_prepared(p).await;
+                // Whatever happened, the paths verified so far become valid, as Nix's per-path adds would.
+                let registered = batch.finish();
+                if let Some(e) = read_err {
+                    return Err(e.into());
                 }
+                result = result.and(registered);
                 // Also after an error (possibly inside a NAR): read the frames to their end.
                 m.finish().await?;
                 result?;

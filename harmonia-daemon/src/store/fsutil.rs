@@ -5,6 +5,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::sys::stat::{UtimensatFlags, utimensat};
@@ -18,8 +19,10 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// A fresh name for a temporary path inside `real_store_dir` (nothing is created), on the same filesystem as
 /// the store so the final rename is atomic.
 pub fn temp_path(real_store_dir: &Path) -> PathBuf {
+    static PID: OnceLock<u32> = OnceLock::new();
+    let pid = *PID.get_or_init(std::process::id);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    real_store_dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
+    real_store_dir.join(format!("{TEMP_PREFIX}{pid}-{n}"))
 }
 
 /// Removes temporary paths left by a daemon that was killed mid-add.

@@ -7,6 +7,7 @@
 mod fsutil;
 mod locks;
 mod maint;
+mod restore;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use harmonia_utils_signature::PublicKey;
 
 use crate::config::Config;
 
-pub use write::{AddOptions, CaMethod, CaSource, Prepared};
+pub use write::{AddOptions, CaMethod, CaSource};
 
 /// Why a store operation failed; the worker turns it into a protocol error for the client.
 #[derive(Debug, thiserror::Error)]

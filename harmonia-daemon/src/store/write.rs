@@ -2,9 +2,11 @@
 //! rename into place under the path's lock, register in one transaction. On any failure (or cancellation) the
 //! temporary directory goes away and no row is written.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use harmonia_store_db::ValidPathInfo;
 use harmonia_store_path::{ContentAddress, StorePath};
@@ -12,8 +14,8 @@ use harmonia_utils_hash::{Algorithm, Hash, Hasher, NarHash};
 use harmonia_utils_signature::Signature;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
-use super::locks::LockFile;
-use super::{LocalStore, StoreError, fsutil};
+use super::locks::{BatchLockFile, LockFile, PathLock};
+use super::{LocalStore, StoreError, fsutil, restore};
 
 /// Largest `.drv` file read to find the outputs to register with it.
 const MAX_DRV_SIZE: u64 = 64 << 20;
@@ -71,6 +73,15 @@ impl TempPath {
         self.path = None;
     }
 
+    /// Removes the tree now, on this thread.
+    fn remove_now(mut self) {
+        if let Some(p) = self.path.take()
+            && let Err(e) = fsutil::remove_tree(&p)
+        {
+            tracing::warn!("cannot remove a temporary path in the store: {e}");
+        }
+    }
+
     async fn remove(mut self) {
         if let Some(p) = self.path.take() {
             let r = tokio::task::spawn_blocking(move || fsutil::remove_tree(&p)).await;
@@ -95,20 +106,6 @@ impl Drop for TempPath {
                 }
             }
         }
-    }
-}
-
-/// A restored and checked path waiting to be installed; dropping it removes the restored tree.
-pub struct Prepared {
-    tmp: TempPath,
-    info: ValidPathInfo,
-    repair: bool,
-}
-
-impl Prepared {
-    /// Gives up on the path, removing the restored tree.
-    pub async fn discard(self) {
-        self.tmp.remove().await;
     }
 }
 
@@ -183,23 +180,26 @@ fn path_for_ca(
 }
 
 async fn hash_file(path: PathBuf, algo: Algorithm) -> Result<Hash, StoreError> {
-    tokio::task::spawn_blocking(move || {
-        let mut f = std::fs::File::open(&path)
-            .map_err(StoreError::io("cannot read the added file back"))?;
-        let meta = f
-            .metadata()
-            .map_err(StoreError::io("cannot read the added file back"))?;
-        if !meta.is_file() {
-            return Err(StoreError::Invalid(
-                "flat content addressing needs a single regular file".into(),
-            ));
-        }
-        let mut h = Hasher::new(algo);
-        std::io::copy(&mut f, &mut h).map_err(StoreError::io("cannot read the added file back"))?;
-        Ok(h.finish())
-    })
-    .await
-    .map_err(|e| StoreError::Internal(e.to_string()))?
+    tokio::task::spawn_blocking(move || hash_file_blocking(&path, algo))
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+}
+
+/// The flat hash of the single regular file at `path`.
+fn hash_file_blocking(path: &Path, algo: Algorithm) -> Result<Hash, StoreError> {
+    let mut f =
+        std::fs::File::open(path).map_err(StoreError::io("cannot read the added file back"))?;
+    let meta = f
+        .metadata()
+        .map_err(StoreError::io("cannot read the added file back"))?;
+    if !meta.is_file() {
+        return Err(StoreError::Invalid(
+            "flat content addressing needs a single regular file".into(),
+        ));
+    }
+    let mut h = Hasher::new(algo);
+    std::io::copy(&mut f, &mut h).map_err(StoreError::io("cannot read the added file back"))?;
+    Ok(h.finish())
 }
 
 async fn nar_hash_of(path: PathBuf) -> Result<(NarHash, u64), StoreError> {
@@ -240,34 +240,39 @@ impl LocalStore {
         })
     }
 
-    /// Adds a path whose metadata the client states (AddToStoreNar, AddMultipleToStore). The whole NAR is
+    /// Adds a path whose metadata the client states (AddToStoreNar): a batch of one. The whole NAR is
     /// always consumed from `nar` unless an error is returned before its end.
-    pub async fn add_nar<R: AsyncRead + Unpin + Send>(
+    pub async fn add_nar<R: AsyncRead + Unpin>(
         &self,
         info: ValidPathInfo,
         nar: R,
         opts: AddOptions,
     ) -> Result<(), StoreError> {
-        let prepared = self.prepare_nar(info, nar, opts).await?;
-        self.install_prepared(prepared).await
+        let mut batch = self.add_batch();
+        let added = batch.add(info, nar, opts).await;
+        let registered = batch.finish();
+        added.and(registered)
     }
 
-    /// Registers what [`LocalStore::prepare_nar`] checked: moves it into place and registers it.
-    pub async fn install_prepared(&self, mut p: Prepared) -> Result<(), StoreError> {
-        let result = self.install(&mut p.tmp, p.info, p.repair).await;
-        p.tmp.remove().await;
-        result
+    /// Starts a batch of adds whose metadata the client states (AddMultipleToStore); see [`AddBatch`].
+    pub fn add_batch(&self) -> AddBatch<'_> {
+        AddBatch {
+            store: self,
+            staged: Vec::new(),
+            staged_paths: HashSet::new(),
+            oldest: None,
+            shared_lock: None,
+        }
     }
 
-    /// The first half of [`LocalStore::add_nar`]: restores the NAR at a temporary path in the store and checks
-    /// it against the claim (hash, size, content address, signatures). Nothing is registered yet, so the next
-    /// path's NAR can be read while this one is installed.
-    pub async fn prepare_nar<R: AsyncRead + Unpin + Send>(
+    /// Restores the NAR at a temporary path in the store, inline, and checks it against the claim (hash,
+    /// size, content address, signatures). On error the temporary tree is gone.
+    async fn restore_checked<R: AsyncRead + Unpin>(
         &self,
         mut info: ValidPathInfo,
         nar: R,
         opts: AddOptions,
-    ) -> Result<Prepared, StoreError> {
+    ) -> Result<(ValidPathInfo, TempPath), StoreError> {
         let ca = match info.ca.as_deref() {
             Some(s) => Some(
                 s.parse::<ContentAddress>()
@@ -284,7 +289,7 @@ impl LocalStore {
         let tmp = TempPath::new(&self.inner.real_dir);
         let result = async {
             let mut tee = Tee::new(nar, extra, Some(info.nar_size));
-            harmonia_file_nar::restore(&mut tee, &tmp.out()).await?;
+            restore::restore_canonical(&mut tee, &tmp.out()).await?;
             let got_size = tee.nar.bytes_hashed();
             let got = NarHash::try_from(tee.nar.finish())
                 .map_err(|e| StoreError::Internal(e.to_string()))?;
@@ -307,8 +312,8 @@ impl LocalStore {
                         Some(h) => h.finish(),
                         None => *got.hash(),
                     },
-                    ContentAddress::Flat(h) => hash_file(tmp.out(), h.algorithm()).await?,
-                    ContentAddress::Text(_) => hash_file(tmp.out(), Algorithm::Sha256).await?,
+                    ContentAddress::Flat(h) => hash_file_blocking(&tmp.out(), h.algorithm())?,
+                    ContentAddress::Text(_) => hash_file_blocking(&tmp.out(), Algorithm::Sha256)?,
                 };
                 if &actual != ca.hash() {
                     return Err(StoreError::Mismatch(format!(
@@ -330,17 +335,13 @@ impl LocalStore {
                 )));
             }
             info.references.sort();
-            Ok(info)
+            Ok(())
         }
         .await;
         match result {
-            Ok(info) => Ok(Prepared {
-                tmp,
-                info,
-                repair: opts.repair,
-            }),
+            Ok(()) => Ok((info, tmp)),
             Err(e) => {
-                tmp.remove().await;
+                tmp.remove_now();
                 Err(e)
             }
         }
@@ -549,17 +550,29 @@ impl LocalStore {
         if !path.name().as_str().ends_with(".drv") {
             return Ok(Vec::new());
         }
-        let real = real.to_path_buf();
-        let text = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Vec<u8>>> {
-            let meta = std::fs::symlink_metadata(&real)?;
+        let (store, path, real) = (self.clone(), path.clone(), real.to_path_buf());
+        tokio::task::spawn_blocking(move || store.derivation_outputs_blocking(&path, &real))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
+    /// [`LocalStore::derivation_outputs`] on this thread.
+    fn derivation_outputs_blocking(
+        &self,
+        path: &StorePath,
+        real: &Path,
+    ) -> Result<Vec<(StorePath, String, StorePath)>, StoreError> {
+        if !path.name().as_str().ends_with(".drv") {
+            return Ok(Vec::new());
+        }
+        let read = || -> std::io::Result<Option<Vec<u8>>> {
+            let meta = std::fs::symlink_metadata(real)?;
             if !meta.is_file() || meta.len() > MAX_DRV_SIZE {
                 return Ok(None);
             }
-            std::fs::read(&real).map(Some)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
-        .map_err(StoreError::io("cannot read the derivation"))?;
+            std::fs::read(real).map(Some)
+        };
+        let text = read().map_err(StoreError::io("cannot read the derivation"))?;
         let Some(text) = text else {
             tracing::warn!(drv = %path, "not registering outputs: the .drv is not a small regular file");
             return Ok(Vec::new());
@@ -575,6 +588,249 @@ impl LocalStore {
             }
         };
         Ok(rows)
+    }
+}
+
+/// Most paths an [`AddBatch`] stages before it moves them into place and registers them.
+const BATCH_MAX_PATHS: usize = 128;
+/// Longest the first staged path of an [`AddBatch`] waits for the rest of its batch (checked as paths
+/// arrive).
+const BATCH_MAX_AGE: Duration = Duration::from_millis(100);
+
+/// A path restored, checked and locked, waiting at its temporary name for the rest of its batch.
+struct Staged {
+    tmp: TempPath,
+    real: PathBuf,
+    info: ValidPathInfo,
+    outputs: Vec<(StorePath, String, StorePath)>,
+    /// `None` when the batch's shared lock file holds the path.
+    _file_lock: Option<LockFile>,
+    _lock: PathLock,
+}
+
+/// Adds paths whose metadata the client states (AddToStoreNar, AddMultipleToStore), inline on the
+/// connection's own thread.
+///
+/// Each NAR is restored at a temporary name in the store with canonical metadata, checked against the
+/// claim, and staged under the path's locks (in-process, then Nix's `.lock` file). Staged paths are moved
+/// into place and registered together, in one SQLite transaction, when the batch is full, old, or
+/// finished, or before waiting for a lock: Nix commits one transaction per path, which for small paths
+/// costs more than writing them. Guarantees:
+/// - a failed or cancelled add leaves no path and no row: until the flush a path exists only at its
+///   temporary name (removed on drop, and by start-up cleanup after a crash);
+/// - a path is only staged when its NAR was fully verified; a later failure (or [`AddBatch::finish`] after
+///   an error) still registers the paths staged before it, as Nix's one-path-at-a-time adds would have;
+/// - if the batch transaction fails, the paths are registered one at a time so that one bad path only
+///   costs itself (and the paths that refer to it);
+/// - locks are never waited for while others are held (the batch is flushed first), so two batches
+///   cannot wait on each other.
+pub struct AddBatch<'a> {
+    store: &'a LocalStore,
+    staged: Vec<Staged>,
+    staged_paths: HashSet<StorePath>,
+    oldest: Option<Instant>,
+    /// Holds the `.lock` names of the staged paths (one inode for all of them, see [`BatchLockFile`]).
+    shared_lock: Option<BatchLockFile>,
+}
+
+impl AddBatch<'_> {
+    /// Restores and checks one path from `nar` (read to the NAR's end unless an error is returned first)
+    /// and stages it. A path that is already valid is left alone unless `opts.repair`.
+    pub async fn add<R: AsyncRead + Unpin>(
+        &mut self,
+        mut info: ValidPathInfo,
+        nar: R,
+        opts: AddOptions,
+    ) -> Result<(), StoreError> {
+        if info.registration_time == 0 {
+            info.registration_time = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+        }
+        let (info, tmp) = self.store.restore_checked(info, nar, opts).await?;
+        self.stage(info, tmp, opts.repair).await?;
+        let full = self.staged.len() >= BATCH_MAX_PATHS;
+        let old = self.oldest.is_some_and(|t| t.elapsed() >= BATCH_MAX_AGE);
+        if full || old {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Moves the staged paths into place and registers them; returns the first error.
+    pub fn finish(mut self) -> Result<(), StoreError> {
+        self.flush()
+    }
+
+    async fn stage(
+        &mut self,
+        info: ValidPathInfo,
+        tmp: TempPath,
+        repair: bool,
+    ) -> Result<(), StoreError> {
+        let store = self.store;
+        let real = store.real_path(&info.path);
+        let result = async {
+            let lock = match store.inner.locks.try_lock(&real) {
+                Some(lock) => lock,
+                None => {
+                    self.flush()?;
+                    store.inner.locks.lock(&real).await
+                }
+            };
+            let file_lock = if self.link_shared_lock(&real) {
+                None
+            } else {
+                let io = StoreError::io("cannot lock the store path");
+                Some(match LockFile::try_acquire(&real).map_err(io)? {
+                    Some(l) => l,
+                    None => {
+                        self.flush()?;
+                        LockFile::acquire(&real)
+                            .map_err(StoreError::io("cannot lock the store path"))?
+                    }
+                })
+            };
+            let sd = store.store_dir();
+            // References to paths staged in this batch become valid with it.
+            let refs: Vec<StorePath> = info
+                .references
+                .iter()
+                .filter(|r| **r != info.path && !self.staged_paths.contains(*r))
+                .cloned()
+                .collect();
+            let (valid, valid_refs) = store.inner.readers.with_conn(|db| {
+                Ok::<_, StoreError>((db.is_valid_path(&info.path)?, db.query_valid_paths(&refs)?))
+            })?;
+            if valid && !repair {
+                return Ok(None);
+            }
+            if let Some(m) = refs.iter().find(|r| !valid_refs.contains(r)) {
+                return Err(StoreError::Invalid(format!(
+                    "cannot add path '{}' because it references the invalid path '{}'",
+                    sd.display(&info.path),
+                    sd.display(m)
+                )));
+            }
+            let outputs = store.derivation_outputs_blocking(&info.path, &tmp.out())?;
+            Ok(Some((outputs, file_lock, lock)))
+        }
+        .await;
+        match result {
+            Ok(Some((outputs, file_lock, lock))) => {
+                self.staged_paths.insert(info.path.clone());
+                self.oldest.get_or_insert_with(Instant::now);
+                self.staged.push(Staged {
+                    tmp,
+                    real,
+                    info,
+                    outputs,
+                    _file_lock: file_lock,
+                    _lock: lock,
+                });
+                Ok(())
+            }
+            Ok(None) => {
+                self.release_shared_lock(&real);
+                tmp.remove_now();
+                Ok(())
+            }
+            Err(e) => {
+                self.release_shared_lock(&real);
+                tmp.remove_now();
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes the `.lock` of `real` through the batch's shared lock file; `false` if that cannot be done
+    /// (the caller takes a lock file of its own then).
+    fn link_shared_lock(&mut self, real: &Path) -> bool {
+        if self.shared_lock.is_none() {
+            match BatchLockFile::new(&self.store.inner.real_dir) {
+                Ok(shared) => self.shared_lock = Some(shared),
+                Err(e) => {
+                    tracing::debug!("no shared lock file: {e}");
+                    return false;
+                }
+            }
+        }
+        self.shared_lock
+            .as_mut()
+            .is_some_and(|shared| shared.link(real))
+    }
+
+    /// Gives up `real`'s `.lock` early if the shared lock file holds it.
+    fn release_shared_lock(&mut self, real: &Path) {
+        if let Some(shared) = &mut self.shared_lock {
+            shared.release(real);
+        }
+    }
+
+    /// Moves every staged path into place, registers them in one transaction (one at a time if that fails)
+    /// and releases their locks. A path that cannot be moved or registered is removed; the first such
+    /// error is returned.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.oldest = None;
+        self.staged_paths.clear();
+        if self.staged.is_empty() {
+            self.shared_lock = None;
+            return Ok(());
+        }
+        let mut first_err = None;
+        let mut moved = Vec::with_capacity(self.staged.len());
+        for mut s in self.staged.drain(..) {
+            // A leftover (invalid) copy, or the old one when repairing, makes way.
+            let placed = fsutil::remove_tree(&s.real)
+                .map_err(StoreError::io("cannot remove the old copy of the path"))
+                .and_then(|()| {
+                    std::fs::rename(s.tmp.out(), &s.real)
+                        .map_err(StoreError::io("cannot move the path into the store"))
+                });
+            match placed {
+                Ok(()) => {
+                    s.tmp.consumed();
+                    moved.push(s);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let infos: Vec<ValidPathInfo> = moved.iter().map(|s| s.info.clone()).collect();
+        let outputs: Vec<_> = moved
+            .iter()
+            .flat_map(|s| s.outputs.iter().cloned())
+            .collect();
+        let mut db = self
+            .store
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = db.register_valid_paths_and_outputs(&infos, &outputs) {
+            if moved.len() == 1 {
+                let _ = fsutil::remove_tree(&moved[0].real);
+                first_err.get_or_insert(e.into());
+            } else {
+                // One path spoiled the transaction: register them one at a time, in order, so that every
+                // other path still becomes valid (those referring to a failed one fail in turn).
+                for s in &moved {
+                    if let Err(e) = db
+                        .register_valid_paths_and_outputs(std::slice::from_ref(&s.info), &s.outputs)
+                    {
+                        let _ = fsutil::remove_tree(&s.real);
+                        first_err.get_or_insert(e.into());
+                    }
+                }
+            }
+        }
+        drop(db);
+        // The rows are committed: release the lock files, then the in-process locks.
+        self.shared_lock = None;
+        drop(moved);
+        first_err.map_or(Ok(()), Err)
     }
 }
 
