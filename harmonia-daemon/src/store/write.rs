@@ -837,6 +837,7 @@ impl AddBatch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use harmonia_store_path::StoreDir;
     use tokio::io::AsyncReadExt;
 
     #[tokio::test]
@@ -853,5 +854,168 @@ mod tests {
         );
         let mut tee = Tee::new(&data[..], None, Some(9_999));
         assert!(tee.read_to_end(&mut Vec::new()).await.is_err());
+    }
+
+    /// A store to add to, opened the way the daemon opens it.
+    async fn open_fixture() -> (harmonia_test_support::FixtureStore, LocalStore) {
+        let f = harmonia_test_support::FixtureStore::new();
+        let config = crate::config::Config::parse(&format!(
+            "socket_path = {:?}\nreal_store_dir = {:?}\ndb_path = {:?}\nlog_dir = {:?}\n",
+            f.scratch_dir().join("sock"),
+            f.store_dir(),
+            f.db_path(),
+            f.log_dir(),
+        ))
+        .unwrap();
+        let store = LocalStore::open(&config).await.unwrap();
+        (f, store)
+    }
+
+    /// `n` input-addressed paths of one small file each, path `i` referring to path `i - 1`, with their
+    /// NARs.
+    fn chain(scratch: &Path, n: usize) -> Vec<(ValidPathInfo, Vec<u8>)> {
+        const B32: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
+        let mut out: Vec<(ValidPathInfo, Vec<u8>)> = Vec::new();
+        for i in 0..n {
+            // 24 fixed characters and `i` in 8 nix-base32 digits.
+            let mut hash = String::from("0123456789abcdfghijklmnp");
+            let mut x = i;
+            for _ in 0..8 {
+                hash.push(B32[x % 32] as char);
+                x /= 32;
+            }
+            let path = StoreDir::default()
+                .parse_path(&format!("/nix/store/{hash}-p{i}"))
+                .unwrap();
+            let file = scratch.join(format!("p{i}"));
+            std::fs::write(&file, format!("path {i}\n").repeat(1 + i % 5)).unwrap();
+            let mut nar = Vec::new();
+            harmonia_file_nar::NarEncoder::new(&file)
+                .write_to(&mut nar)
+                .unwrap();
+            let references = out
+                .last()
+                .map(|(p, _)| vec![p.path.clone()])
+                .unwrap_or_default();
+            let info = ValidPathInfo {
+                path,
+                nar_hash: NarHash::try_from(Hash::digest_of(Algorithm::Sha256, &nar)).unwrap(),
+                nar_size: nar.len() as u64,
+                registration_time: 0,
+                deriver: None,
+                ultimate: false,
+                signatures: Vec::new(),
+                ca: None,
+                references,
+            };
+            out.push((info, nar));
+        }
+        out
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".links")
+            .collect();
+        v.sort();
+        v
+    }
+
+    const TRUSTED: AddOptions = AddOptions {
+        repair: false,
+        check_sigs: false,
+    };
+
+    #[tokio::test]
+    async fn batches_register_every_path_and_leave_nothing_behind() {
+        let (f, store) = open_fixture().await;
+        // More than two batches, with references across their boundaries.
+        let paths = chain(f.scratch_dir(), 2 * BATCH_MAX_PATHS + 10);
+        let mut batch = store.add_batch();
+        for (info, nar) in &paths {
+            batch.add(info.clone(), &nar[..], TRUSTED).await.unwrap();
+        }
+        batch.finish().unwrap();
+        let all: Vec<StorePath> = paths.iter().map(|(i, _)| i.path.clone()).collect();
+        assert_eq!(store.query_valid_paths(all.clone()).await.unwrap(), all);
+        for k in [1, BATCH_MAX_PATHS, BATCH_MAX_PATHS + 1, all.len() - 1] {
+            let p = all[k].clone();
+            let refs = store.read(move |db| db.query_references(&p)).await.unwrap();
+            assert_eq!(refs, vec![all[k - 1].clone()], "{k}");
+        }
+        let mut names: Vec<String> = all.iter().map(|p| p.to_string()).collect();
+        names.sort();
+        assert_eq!(
+            entries(&f.store_dir()),
+            names,
+            "no lock or temporary files left"
+        );
+        let out = f
+            .nix("nix-store")
+            .arg("--store")
+            .arg(f.root())
+            .args(["--verify", "--check-contents"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Adding them again is a no-op.
+        let mut batch = store.add_batch();
+        for (info, nar) in &paths[..3] {
+            batch.add(info.clone(), &nar[..], TRUSTED).await.unwrap();
+        }
+        batch.finish().unwrap();
+        assert_eq!(entries(&f.store_dir()), names);
+    }
+
+    #[tokio::test]
+    async fn staged_paths_are_locked_and_a_dropped_batch_leaves_nothing() {
+        let (f, store) = open_fixture().await;
+        let paths = chain(f.scratch_dir(), 3);
+        let mut batch = store.add_batch();
+        for (info, nar) in &paths[..2] {
+            batch.add(info.clone(), &nar[..], TRUSTED).await.unwrap();
+        }
+        // Staged, not yet valid, and locked against Nix's lock protocol.
+        let first = paths[0].0.path.clone();
+        assert!(!store.is_valid_path(first.clone()).await.unwrap());
+        assert!(
+            LockFile::try_acquire(&store.real_path(&first))
+                .unwrap()
+                .is_none()
+        );
+        drop(batch);
+        assert!(
+            LockFile::try_acquire(&store.real_path(&first))
+                .unwrap()
+                .is_some()
+        );
+        // Temporary trees of a dropped batch are removed on the blocking pool.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !entries(&f.store_dir()).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(entries(&f.store_dir()), Vec::<String>::new());
+        assert!(!store.is_valid_path(first).await.unwrap());
+
+        // A failure keeps the paths staged before it: the third path's reference is missing.
+        let mut batch = store.add_batch();
+        let (info, nar) = &paths[0];
+        batch.add(info.clone(), &nar[..], TRUSTED).await.unwrap();
+        let (info, nar) = &paths[2];
+        let err = batch
+            .add(info.clone(), &nar[..], TRUSTED)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid path"), "{err}");
+        batch.finish().unwrap();
+        assert!(store.is_valid_path(paths[0].0.path.clone()).await.unwrap());
+        assert!(!store.is_valid_path(paths[2].0.path.clone()).await.unwrap());
+        assert_eq!(entries(&f.store_dir()), vec![paths[0].0.path.to_string()]);
     }
 }
