@@ -397,7 +397,7 @@ impl Conn<'_> {
                 let mut result = Ok(());
                 let mut read_err = None;
                 loop {
-                    let info = match m.next_info().await {
+                    let info = match batch.while_waiting(m.next_info()).await {
                         Ok(Some(info)) => from_wire_info(info, trusted),
                         Ok(None) => break,
                         Err(e) => {

@@ -262,6 +262,7 @@ impl LocalStore {
             staged_paths: HashSet::new(),
             oldest: None,
             shared_lock: None,
+            error: None,
         }
     }
 
@@ -593,8 +594,8 @@ impl LocalStore {
 
 /// Most paths an [`AddBatch`] stages before it moves them into place and registers them.
 const BATCH_MAX_PATHS: usize = 128;
-/// Longest the first staged path of an [`AddBatch`] waits for the rest of its batch (checked as paths
-/// arrive).
+/// Longest the first staged path of an [`AddBatch`] waits for the rest of its batch, also while the client
+/// is slow to send more (see [`AddBatch::while_waiting`]).
 const BATCH_MAX_AGE: Duration = Duration::from_millis(100);
 
 /// A path restored, checked and locked, waiting at its temporary name for the rest of its batch.
@@ -613,8 +614,9 @@ struct Staged {
 ///
 /// Each NAR is restored at a temporary name in the store with canonical metadata, checked against the
 /// claim, and staged under the path's locks (in-process, then Nix's `.lock` file). Staged paths are moved
-/// into place and registered together, in one SQLite transaction, when the batch is full, old, or
-/// finished, or before waiting for a lock: Nix commits one transaction per path, which for small paths
+/// into place and registered together, in one SQLite transaction, when the batch is full, when its first
+/// path has waited [`BATCH_MAX_AGE`] (even while the client sends nothing), when it is finished, or before
+/// waiting for a lock: Nix commits one transaction per path, which for small paths
 /// costs more than writing them. Guarantees:
 /// - a failed or cancelled add leaves no path and no row: until the flush a path exists only at its
 ///   temporary name (removed on drop, and by start-up cleanup after a crash);
@@ -631,6 +633,8 @@ pub struct AddBatch<'a> {
     oldest: Option<Instant>,
     /// Holds the `.lock` names of the staged paths (one inode for all of them, see [`BatchLockFile`]).
     shared_lock: Option<BatchLockFile>,
+    /// The first error of a flush made while waiting, reported by the next `add` or by `finish`.
+    error: Option<StoreError>,
 }
 
 impl AddBatch<'_> {
@@ -642,13 +646,23 @@ impl AddBatch<'_> {
         nar: R,
         opts: AddOptions,
     ) -> Result<(), StoreError> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
         if info.registration_time == 0 {
             info.registration_time = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
         }
-        let (info, tmp) = self.store.restore_checked(info, nar, opts).await?;
+        let store = self.store;
+        let (info, tmp) = self
+            .while_waiting(store.restore_checked(info, nar, opts))
+            .await?;
+        if let Some(e) = self.error.take() {
+            tmp.remove_now();
+            return Err(e);
+        }
         self.stage(info, tmp, opts.repair).await?;
         let full = self.staged.len() >= BATCH_MAX_PATHS;
         let old = self.oldest.is_some_and(|t| t.elapsed() >= BATCH_MAX_AGE);
@@ -660,7 +674,33 @@ impl AddBatch<'_> {
 
     /// Moves the staged paths into place and registers them; returns the first error.
     pub fn finish(mut self) -> Result<(), StoreError> {
-        self.flush()
+        let flushed = self.flush();
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => flushed,
+        }
+    }
+
+    /// Awaits `fut` (reading from the client), registering the staged paths meanwhile once the first of
+    /// them has waited [`BATCH_MAX_AGE`]: a slow client (one streaming from a slow substituter, say) does
+    /// not keep finished paths invalid and locked. A failure of that flush is reported by the next
+    /// [`AddBatch::add`] or by [`AddBatch::finish`].
+    pub async fn while_waiting<F: std::future::Future>(&mut self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            let Some(due) = self.oldest.map(|t| t + BATCH_MAX_AGE) else {
+                return fut.await;
+            };
+            tokio::select! {
+                biased;
+                out = &mut fut => return out,
+                () = tokio::time::sleep_until(due.into()) => {
+                    if let Err(e) = self.flush() {
+                        self.error.get_or_insert(e);
+                    }
+                }
+            }
+        }
     }
 
     async fn stage(
@@ -1017,5 +1057,21 @@ mod tests {
         assert!(store.is_valid_path(paths[0].0.path.clone()).await.unwrap());
         assert!(!store.is_valid_path(paths[2].0.path.clone()).await.unwrap());
         assert_eq!(entries(&f.store_dir()), vec![paths[0].0.path.to_string()]);
+
+        // A client that is slow to send the next path does not keep the staged ones waiting.
+        let mut batch = store.add_batch();
+        let (info, nar) = &paths[1];
+        batch.add(info.clone(), &nar[..], TRUSTED).await.unwrap();
+        assert!(!store.is_valid_path(info.path.clone()).await.unwrap());
+        batch
+            .while_waiting(tokio::time::sleep(BATCH_MAX_AGE * 3))
+            .await;
+        assert!(store.is_valid_path(info.path.clone()).await.unwrap());
+        assert!(
+            LockFile::try_acquire(&store.real_path(&info.path))
+                .unwrap()
+                .is_some()
+        );
+        batch.finish().unwrap();
     }
 }
