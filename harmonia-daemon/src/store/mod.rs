@@ -1,8 +1,10 @@
 //! The local store the daemon serves: metadata from Nix's SQLite database, files from the real store directory.
 //!
-//! Database reads run inline on the connection's own thread from a pool of read-only connections; filesystem
-//! work and the single writer run on `spawn_blocking`. Writes (see `write`) restore a NAR at a temporary path
-//! inside the store, check it, rename it into place and register it.
+//! Database reads run inline on the connection's own thread from a pool of read-only connections. Adds of
+//! NARs whose metadata the client states (AddToStoreNar, AddMultipleToStore, see `write::AddBatch`) also run
+//! inline there, the way nix-daemon works in its per-connection process: they restore each NAR at a
+//! temporary path inside the store, check it, and rename and register the checked paths in batches (one
+//! SQLite transaction each). Other filesystem work and the other writes run on `spawn_blocking`.
 
 mod fsutil;
 mod locks;

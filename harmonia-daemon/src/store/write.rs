@@ -740,13 +740,14 @@ impl AddBatch<'_> {
                 .filter(|r| **r != info.path && !self.staged_paths.contains(*r))
                 .cloned()
                 .collect();
-            let (valid, valid_refs) = store.inner.readers.with_conn(|db| {
-                Ok::<_, StoreError>((db.is_valid_path(&info.path)?, db.query_valid_paths(&refs)?))
-            })?;
-            if valid && !repair {
+            // One read transaction for the path and its references.
+            let mut ask = refs.clone();
+            ask.push(info.path.clone());
+            let valid = store.read(move |db| db.query_valid_paths(&ask)).await?;
+            if valid.last() == Some(&info.path) && !repair {
                 return Ok(None);
             }
-            if let Some(m) = refs.iter().find(|r| !valid_refs.contains(r)) {
+            if let Some(m) = refs.iter().find(|r| !valid.contains(r)) {
                 return Err(StoreError::Invalid(format!(
                     "cannot add path '{}' because it references the invalid path '{}'",
                     sd.display(&info.path),
