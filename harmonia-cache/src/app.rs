@@ -31,6 +31,8 @@ pub struct AppState {
     pub store_dir: StoreDir,
     /// Read-only connections to Nix's database.
     pub db: StoreDbPool,
+    /// Read-only connections for the narinfo lookups made on the async workers, one per worker.
+    pub inline_db: StoreDbPool,
     /// Threads that run the database lookups.
     pub db_threads: crate::dbthreads::DbThreads,
     /// Signatures by fingerprint, so repeated narinfo requests skip ed25519.
@@ -60,6 +62,15 @@ impl AppState {
                     config.nix_db_path.display()
                 )
             })?;
+        // Each async worker holds at most one of these at a time (no await while it does), so a
+        // worker never waits for one.
+        let inline_db = StoreDbPool::new(&config.nix_db_path, store_dir.clone(), config.workers)
+            .with_context(|| {
+                format!(
+                    "cannot open the Nix database {}: set `nix_db_path` to Nix's db.sqlite",
+                    config.nix_db_path.display()
+                )
+            })?;
         let cache_info = Bytes::from(format!(
             "StoreDir: {}\nWantMassQuery: 1\nPriority: {}\n",
             config.virtual_nix_store, config.priority
@@ -77,6 +88,7 @@ impl AppState {
             public_keys,
             store_dir,
             db,
+            inline_db,
             signatures: crate::narinfo::SignatureCache::new(),
             db_threads: crate::dbthreads::DbThreads::start(db_threads(config_workers))
                 .context("starting the database threads")?,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use harmonia_store_path::{ContentAddress, StoreDir, StorePath, StorePathHash};
+use harmonia_store_path::{ContentAddress, StoreDir, StorePath, StorePathHash, StorePathName};
 use harmonia_utils_hash::{Hash, NarHash};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
@@ -352,9 +352,9 @@ impl StoreDb {
         let mut info = self.path_row(first, path, &full)?;
         let mut row = Some(first);
         while let Some(r) = row {
-            if let Some(reference) = text_col(r, 8, "Refs", "reference", &full)? {
+            if let Some(reference) = text_ref(r, 8, "Refs", "reference", &full)? {
                 info.references
-                    .push(self.parse_path("Refs", "reference", &full, &reference)?);
+                    .push(self.parse_path("Refs", "reference", &full, reference)?);
             }
             row = rows.next().ctx(context)?;
         }
@@ -393,17 +393,11 @@ impl StoreDb {
     ) -> Result<Option<(String, StorePath)>, DbError> {
         match found {
             Some(full) if full.starts_with(prefix) => {
-                // The prefix pins the hash part, but a hand-edited row could still hold a malformed name.
-                let p = parse_path(&self.store_dir, "ValidPaths", "path", &full, &full)?;
-                if p.hash() != h {
-                    return Err(corrupt(
-                        "ValidPaths",
-                        "path",
-                        &full,
-                        &full,
-                        "hash part differs from its prefix",
-                    ));
-                }
+                // The prefix pins the store directory and the hash part (no need to decode it again),
+                // but a hand-edited row could still hold a malformed name.
+                let name = StorePathName::new(&full[prefix.len()..])
+                    .map_err(|e| corrupt("ValidPaths", "path", &full, &full, &e.to_string()))?;
+                let p = StorePath::from_parts(*h, name);
                 Ok(Some((full, p)))
             }
             _ => Ok(None),
@@ -412,7 +406,13 @@ impl StoreDb {
 
     /// `<store dir>/<hash>-`: every path with this hash part starts with it and sorts right after it.
     fn hash_prefix(&self, h: &StorePathHash) -> String {
-        format!("{}/{h}-", self.store_dir.as_str())
+        let dir = self.store_dir.as_str();
+        let mut prefix = String::with_capacity(dir.len() + 2 + StorePathHash::ENCODED_LEN);
+        prefix.push_str(dir);
+        prefix.push('/');
+        prefix.push_str(&harmonia_utils_hash::nix_base32::encode(h.as_bytes()));
+        prefix.push('-');
+        prefix
     }
 
     /// Whether the path is registered as valid.
@@ -590,15 +590,16 @@ impl StoreDb {
         full: &str,
     ) -> Result<ValidPathInfo, DbError> {
         const T: &str = "ValidPaths";
-        let hash = required_text(row, 0, T, "hash", full)?;
-        let nar_hash = Hash::parse(&hash)
+        let hash = text_ref(row, 0, T, "hash", full)?
+            .ok_or_else(|| corrupt(T, "hash", full, "NULL", "missing"))?;
+        let nar_hash = Hash::parse(hash)
             .map_err(|e| e.to_string())
             .and_then(|h| NarHash::try_from(h).map_err(|e| e.to_string()))
-            .map_err(|reason| corrupt(T, "hash", full, &hash, &reason))?;
+            .map_err(|reason| corrupt(T, "hash", full, hash, &reason))?;
         let registration_time = int_col(row, 1, T, "registrationTime", full)?.unwrap_or(0);
-        let deriver = match text_col(row, 2, T, "deriver", full)? {
+        let deriver = match text_ref(row, 2, T, "deriver", full)? {
             // Nix writes NULL for "no deriver"; very old databases may hold an empty string.
-            Some(d) if !d.is_empty() => Some(self.parse_path(T, "deriver", full, &d)?),
+            Some(d) if !d.is_empty() => Some(self.parse_path(T, "deriver", full, d)?),
             _ => None,
         };
         let nar_size = match int_col(row, 3, T, "narSize", full)? {
@@ -607,8 +608,10 @@ impl StoreDb {
                 .map_err(|_| corrupt(T, "narSize", full, &n.to_string(), "negative"))?,
         };
         let ultimate = int_col(row, 4, T, "ultimate", full)? == Some(1);
-        let signatures = split_sigs(text_col(row, 5, T, "sigs", full)?.as_deref());
-        let ca = text_col(row, 6, T, "ca", full)?.filter(|ca| !ca.is_empty());
+        let signatures = split_sigs(text_ref(row, 5, T, "sigs", full)?);
+        let ca = text_ref(row, 6, T, "ca", full)?
+            .filter(|ca| !ca.is_empty())
+            .map(str::to_owned);
         Ok(ValidPathInfo {
             path,
             nar_hash,
@@ -1139,10 +1142,21 @@ fn text_col(
     column: &'static str,
     name: &str,
 ) -> Result<Option<String>, DbError> {
+    Ok(text_ref(row, idx, table, column, name)?.map(str::to_owned))
+}
+
+/// [`text_col`] borrowed from the row, for values that are parsed rather than kept.
+fn text_ref<'r>(
+    row: &'r Row<'_>,
+    idx: usize,
+    table: &'static str,
+    column: &'static str,
+    name: &str,
+) -> Result<Option<&'r str>, DbError> {
     match row.get_ref(idx) {
         Ok(ValueRef::Null) => Ok(None),
         Ok(ValueRef::Text(bytes)) => match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(Some(s.to_owned())),
+            Ok(s) => Ok(Some(s)),
             Err(_) => Err(corrupt(
                 table,
                 column,

@@ -118,16 +118,34 @@ impl NarInfo {
         out.push_str("\nCompression: ");
         out.push_str(&self.compression);
         out.push('\n');
-        if let Some(h) = &self.file_hash {
+        // Uncompressed NARs have FileHash = NarHash: encode it once.
+        let nar_hash_at = if let Some(h) = &self.file_hash {
             out.push_str("FileHash: ");
+            let at = out.len();
             push_typed_nix32(out, h);
+            let range = at..out.len();
             out.push('\n');
-        }
+            (h == self.nar_hash.hash()).then_some(range)
+        } else {
+            None
+        };
         if let Some(size) = self.file_size {
             let _ = writeln!(out, "FileSize: {size}");
         }
         out.push_str("NarHash: ");
-        push_typed_nix32(out, self.nar_hash.hash());
+        // `sha512:` and 103 characters at most; copied through the stack because `out` is borrowed.
+        let mut copy = [0u8; 128];
+        match nar_hash_at {
+            Some(range) if range.len() <= copy.len() => {
+                let len = range.len();
+                copy[..len].copy_from_slice(&out.as_bytes()[range]);
+                match std::str::from_utf8(&copy[..len]) {
+                    Ok(text) => out.push_str(text),
+                    Err(_) => push_typed_nix32(out, self.nar_hash.hash()),
+                }
+            }
+            _ => push_typed_nix32(out, self.nar_hash.hash()),
+        }
         let _ = write!(out, "\nNarSize: {}\nReferences:", self.nar_size);
         // Nix writes "References: " followed by the space-joined list, even when it is empty.
         out.push(' ');
