@@ -822,13 +822,17 @@ impl AddBatch<'_> {
         let mut first_err = None;
         let mut moved = Vec::with_capacity(self.staged.len());
         for mut s in self.staged.drain(..) {
-            // A leftover (invalid) copy, or the old one when repairing, makes way.
-            let placed = fsutil::remove_tree(&s.real)
-                .map_err(StoreError::io("cannot remove the old copy of the path"))
-                .and_then(|()| {
-                    std::fs::rename(s.tmp.out(), &s.real)
-                        .map_err(StoreError::io("cannot move the path into the store"))
-                });
+            // Usually nothing is in the way. A leftover (invalid) copy, or the old one when repairing, makes
+            // way: a file is replaced by the rename itself, anything else is removed first.
+            let placed = match std::fs::rename(s.tmp.out(), &s.real) {
+                Ok(()) => Ok(()),
+                Err(_) => fsutil::remove_tree(&s.real)
+                    .map_err(StoreError::io("cannot remove the old copy of the path"))
+                    .and_then(|()| {
+                        std::fs::rename(s.tmp.out(), &s.real)
+                            .map_err(StoreError::io("cannot move the path into the store"))
+                    }),
+            };
             match placed {
                 Ok(()) => {
                     s.tmp.consumed();
@@ -974,6 +978,12 @@ mod tests {
         let (f, store) = open_fixture().await;
         // More than two batches, with references across their boundaries.
         let paths = chain(f.scratch_dir(), 2 * BATCH_MAX_PATHS + 10);
+        // Leftovers of interrupted adds (invalid paths) at two of the names: a read-only tree and a file.
+        let tree = store.real_path(&paths[0].0.path);
+        std::fs::create_dir_all(tree.join("sub")).unwrap();
+        std::fs::write(tree.join("sub/f"), b"old").unwrap();
+        fsutil::canonicalise(&tree).unwrap();
+        std::fs::write(store.real_path(&paths[1].0.path), b"old").unwrap();
         let mut batch = store.add_batch();
         for (info, nar) in &paths {
             batch.add(info.clone(), &nar[..], TRUSTED).await.unwrap();
