@@ -116,7 +116,7 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/{file}", get(crate::narinfo::top_level_file))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(crate::metrics::TrackLayer)
         .with_state(state)
 }
 

@@ -5,8 +5,12 @@ use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Poll, ready};
+
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
 use axum::response::Response;
 use http::{Method, StatusCode};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -23,10 +27,6 @@ pub const NARS_TOTAL: &str = "harmonia_nars_served_total";
 const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
-
-/// The route template of a response whose route is a catch-all (e.g. `/{hash}.narinfo`).
-#[derive(Debug, Clone, Copy)]
-pub struct RouteLabel(pub &'static str);
 
 /// Installs the global recorder and starts its upkeep task; returns the handle `/metrics` renders.
 pub fn install() -> Result<PrometheusHandle> {
@@ -103,17 +103,88 @@ fn record(method: &'static str, status: StatusCode, path: &str, elapsed: Duratio
     }
 }
 
-/// Middleware recording the request counter and latency histogram.
-pub async fn track(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = method_label(req.method());
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let res = next.run(req).await;
-    let path = match (res.extensions().get::<RouteLabel>(), &matched) {
-        (Some(label), _) => label.0,
-        (None, Some(m)) => m.as_str(),
-        (None, None) => "unmatched",
-    };
-    record(method, res.status(), path, start.elapsed());
-    res
+/// Layer recording the request counter and latency histogram of every request.
+///
+/// A hand-written layer rather than `axum::middleware::from_fn`, which boxes a future and clones
+/// the inner route (another allocation) on every request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrackLayer;
+
+impl<S> tower::Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track { inner }
+    }
+}
+
+/// The service [`TrackLayer`] wraps around a route.
+#[derive(Debug, Clone)]
+pub struct Track<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Track<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Unpin,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = TrackFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let start = Instant::now();
+        let method = method_label(req.method());
+        let route = match req.extensions().get::<MatchedPath>() {
+            // The catch-all serves several kinds of files: label them apart.
+            Some(m) if m.as_str() == "/{file}" => {
+                Route::Static(crate::narinfo::route_label(req.uri().path()))
+            }
+            Some(m) => Route::Matched(m.clone()),
+            None => Route::Static("unmatched"),
+        };
+        TrackFuture {
+            inner: self.inner.call(req),
+            start,
+            method,
+            route,
+        }
+    }
+}
+
+/// The response future of [`Track`]: records the metrics when the response head is ready.
+pub struct TrackFuture<F> {
+    inner: F,
+    start: Instant,
+    method: &'static str,
+    route: Route,
+}
+
+/// The route template a request is counted under.
+enum Route {
+    Matched(MatchedPath),
+    Static(&'static str),
+}
+
+impl<F> Future for TrackFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>> + Unpin,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let Ok(res) = ready!(Pin::new(&mut this.inner).poll(cx));
+        let path = match &this.route {
+            Route::Matched(m) => m.as_str(),
+            Route::Static(label) => label,
+        };
+        record(this.method, res.status(), path, this.start.elapsed());
+        Poll::Ready(Ok(res))
+    }
 }

@@ -13,23 +13,31 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use crate::app::{SharedState, blocking, full_response};
 use crate::error::{ServerError, ServerResult};
 use crate::http_util::{CACHE_IMMUTABLE, CACHE_NARINFO, if_none_match};
-use crate::metrics::RouteLabel;
 
 /// Dispatches top-level files by suffix: `<hash>.narinfo` and `<hash>.ls`.
 ///
 /// Takes the whole request rather than `Uri` and `HeaderMap` extractors, which would clone both.
 pub async fn top_level_file(State(state): State<SharedState>, req: Request) -> Response {
     let name = req.uri().path().trim_start_matches('/');
-    let (label, result) = if let Some(hash) = name.strip_suffix(".narinfo") {
-        ("/{hash}.narinfo", narinfo(state, hash, req.headers()).await)
+    let result = if let Some(hash) = name.strip_suffix(".narinfo") {
+        narinfo(state, hash, req.headers()).await
     } else if let Some(hash) = name.strip_suffix(".ls") {
-        ("/{hash}.ls", listing(state, hash).await)
+        listing(state, hash).await
     } else {
-        ("/{file}", Err(ServerError::NotFound))
+        Err(ServerError::NotFound)
     };
-    let mut res = result.unwrap_or_else(IntoResponse::into_response);
-    res.extensions_mut().insert(RouteLabel(label));
-    res
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The metrics label of a request routed to [`top_level_file`] (matched as `/{file}`).
+pub fn route_label(path: &str) -> &'static str {
+    if path.ends_with(".narinfo") {
+        "/{hash}.narinfo"
+    } else if path.ends_with(".ls") {
+        "/{hash}.ls"
+    } else {
+        "/{file}"
+    }
 }
 
 fn parse_hash(hash: &str) -> ServerResult<StorePathHash> {
@@ -283,6 +291,14 @@ mod tests {
             .enumerate()
             .map(|(i, name)| SecretKey::from_seed(name, &[i as u8 + 1; 32]).expect("key"))
             .collect()
+    }
+
+    #[test]
+    fn catch_all_routes_are_labelled_by_suffix() {
+        let hash = "0xss8fshg1yzzfqzzpnx22dlc55qm7v1";
+        assert_eq!(route_label(&format!("/{hash}.narinfo")), "/{hash}.narinfo");
+        assert_eq!(route_label(&format!("/{hash}.ls")), "/{hash}.ls");
+        assert_eq!(route_label("/favicon.ico"), "/{file}");
     }
 
     #[test]
