@@ -65,6 +65,7 @@ impl AppState {
         // Each async worker holds at most one of these at a time (no await while it does), so a
         // worker never waits for one.
         let inline_db = StoreDbPool::new(&config.nix_db_path, store_dir.clone(), config.workers)
+            .and_then(|pool| pool.with_busy_timeout(std::time::Duration::ZERO))
             .with_context(|| {
                 format!(
                     "cannot open the Nix database {}: set `nix_db_path` to Nix's db.sqlite",

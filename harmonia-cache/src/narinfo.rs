@@ -158,10 +158,10 @@ fn inline_lookup(
     state: &crate::app::AppState,
     hash: &StorePathHash,
 ) -> Result<Option<ValidPathInfo>, harmonia_store_db::DbError> {
-    state.inline_db.with_conn(|db| {
-        db.set_busy_timeout(std::time::Duration::ZERO)?;
-        db.query_path_info_by_hash_part(hash)
-    })
+    // The pool's connections have a busy timeout of zero.
+    state
+        .inline_db
+        .with_conn(|db| db.query_path_info_by_hash_part(hash))
 }
 
 /// A strong entity tag naming exactly these bytes: `"<first 128 bits of their sha256, base16>"`.

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use harmonia_store_path::StoreDir;
 
@@ -17,6 +18,8 @@ pub struct StoreDbPool {
     db_path: PathBuf,
     store_dir: StoreDir,
     max_connections: usize,
+    /// Busy timeout of every connection, when not [`crate::DEFAULT_BUSY_TIMEOUT`].
+    busy_timeout: Option<Duration>,
     state: Mutex<PoolState>,
     returned: Condvar,
 }
@@ -26,6 +29,9 @@ struct PoolState {
     idle: Vec<StoreDb>,
     /// Connections open, idle or lent out.
     open: usize,
+    /// Callers waiting for a connection: a returned connection wakes one only if there is one
+    /// (a condition variable's notify is a system call even when nobody waits).
+    waiting: usize,
 }
 
 impl StoreDbPool {
@@ -42,12 +48,24 @@ impl StoreDbPool {
             db_path,
             store_dir,
             max_connections: max_connections.max(1),
+            busy_timeout: None,
             state: Mutex::new(PoolState {
                 idle: vec![first],
                 open: 1,
+                waiting: 0,
             }),
             returned: Condvar::new(),
         })
+    }
+
+    /// Gives every connection of the pool this busy timeout instead of [`crate::DEFAULT_BUSY_TIMEOUT`]
+    /// (zero: a statement that would wait for another process's lock fails at once with a busy error).
+    pub fn with_busy_timeout(mut self, timeout: Duration) -> Result<StoreDbPool, DbError> {
+        for db in &self.lock().idle {
+            db.set_busy_timeout(timeout)?;
+        }
+        self.busy_timeout = Some(timeout);
+        Ok(self)
     }
 
     /// The logical store directory of the database.
@@ -94,7 +112,12 @@ impl StoreDbPool {
             if state.open < self.max_connections {
                 state.open += 1;
                 drop(state);
-                return match StoreDb::open_read_only(&self.db_path, self.store_dir.clone()) {
+                let opened = StoreDb::open_read_only(&self.db_path, self.store_dir.clone())
+                    .and_then(|db| match self.busy_timeout {
+                        Some(timeout) => db.set_busy_timeout(timeout).map(|()| db),
+                        None => Ok(db),
+                    });
+                return match opened {
                     Ok(db) => Ok(Lease {
                         pool: self,
                         db: Some(db),
@@ -106,10 +129,12 @@ impl StoreDbPool {
                     }
                 };
             }
+            state.waiting += 1;
             state = self
                 .returned
                 .wait(state)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state.waiting -= 1;
         }
     }
 }
@@ -132,8 +157,14 @@ impl Lease<'_> {
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if let Some(db) = self.db.take() {
-            self.pool.lock().idle.push(db);
-            self.pool.returned.notify_one();
+            let wake = {
+                let mut state = self.pool.lock();
+                state.idle.push(db);
+                state.waiting > 0
+            };
+            if wake {
+                self.pool.returned.notify_one();
+            }
         }
     }
 }

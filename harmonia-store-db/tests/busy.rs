@@ -106,3 +106,53 @@ fn reads_fail_with_busy_while_a_rollback_journal_writer_holds_an_exclusive_lock(
         vec![top]
     );
 }
+
+#[test]
+fn a_pool_with_a_zero_busy_timeout_reports_busy_at_once_on_every_connection() {
+    let fx = standard_fixture();
+    let db_path = fx.store.db_path();
+    let holder = Connection::open(&db_path).unwrap();
+    let mode: String = holder
+        .query_row("pragma journal_mode = delete", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete");
+    let pool = harmonia_store_db::StoreDbPool::new(&db_path, StoreDir::default(), 2)
+        .unwrap()
+        .with_busy_timeout(Duration::ZERO)
+        .unwrap();
+    let top = sp(&fx.paths.top);
+    // Both connections (the first one opened up front, the second lazily) answer while unlocked.
+    pool.with_conn(|a| {
+        pool.with_conn(|b| {
+            assert!(a.query_path_info(&top)?.is_some());
+            assert!(b.query_path_info(&top)?.is_some());
+            Ok::<_, DbError>(())
+        })
+    })
+    .unwrap();
+
+    // The lock is released after a while: a connection that waited (any busy timeout but zero)
+    // would succeed instead of reporting busy.
+    holder.execute_batch("begin exclusive").unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        holder.execute_batch("commit").unwrap();
+    });
+    let results = pool.with_conn(|a| {
+        pool.with_conn(|b| {
+            Ok::<_, DbError>((
+                a.query_path_info_by_hash_part(top.hash()),
+                b.query_path_info_by_hash_part(top.hash()),
+            ))
+        })
+    });
+    let (a, b) = results.unwrap();
+    assert_busy(a, "first connection");
+    assert_busy(b, "second connection");
+    release.join().unwrap();
+    assert!(
+        pool.with_conn(|db| db.query_path_info(&top))
+            .unwrap()
+            .is_some()
+    );
+}
