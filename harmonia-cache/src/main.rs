@@ -17,6 +17,7 @@ mod serve;
 mod server;
 mod stall;
 mod stepper;
+mod zerocopy;
 
 use std::sync::Arc;
 

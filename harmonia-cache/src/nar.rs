@@ -20,6 +20,7 @@ use crate::http_util::{
 };
 use crate::metrics::{NAR_BYTES_TOTAL, NARS_TOTAL};
 use crate::stepper::{Step, StepStream};
+use crate::zerocopy::{PipeNar, SpliceQueue};
 
 /// Chunk size of NAR bodies: large enough for few blocking hops per MiB, small enough that 64
 /// concurrent downloads (two chunks in flight each) stay far below 64 MiB.
@@ -69,6 +70,7 @@ fn parse_nar_url(uri: &Uri) -> ServerResult<(StorePathHash, &str)> {
 /// `GET|HEAD /nar/<narhash>.nar?hash=<storehash>` and `/nar/<storehash>-<narhash>.nar`.
 pub async fn nar(
     State(state): State<SharedState>,
+    splice: Option<axum::Extension<SpliceQueue>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -129,6 +131,8 @@ pub async fn nar(
         RangeRequest::Single(r) => {
             let body = if is_head {
                 Body::empty()
+            } else if let Some(axum::Extension(queue)) = splice {
+                Body::from_stream(PipeNar::new(queue, real_path, r.start, r.len(), size)?)
             } else {
                 Body::from_stream(CheckedNar::new(nar_stream(real_path, r.start), r, size))
             };
@@ -159,6 +163,8 @@ pub async fn nar(
         RangeRequest::Full => {
             let body = if is_head {
                 Body::empty()
+            } else if let Some(axum::Extension(queue)) = splice {
+                Body::from_stream(PipeNar::new(queue, real_path, 0, size, size)?)
             } else {
                 Body::from_stream(CheckedNar::new(
                     nar_stream(real_path, 0),

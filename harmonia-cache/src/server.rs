@@ -16,6 +16,7 @@ use tokio_rustls::rustls;
 
 use crate::config::{Bind, Config, TlsPaths};
 use crate::stall::StallTimeout;
+use crate::zerocopy::{SpliceIo, SpliceQueue, SpliceTarget};
 
 /// How long a client may take to send a request head (also bounds idle keep-alive connections).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,7 +60,12 @@ pub async fn run(config: &Config, router: Router) -> Result<()> {
                 // Small responses (narinfo) must not wait for Nagle.
                 let _ = stream.set_nodelay(true);
                 tracing::trace!(%peer, "accepted");
-                spawn_connection(stream, router.clone(), tls.clone(), permit);
+                match &tls {
+                    None => spawn_plain(stream, router.clone(), permit),
+                    Some(tls) => {
+                        spawn_connection(stream, router.clone(), Some(tls.clone()), permit)
+                    }
+                }
             }
         }
         Bind::Unix(path) => {
@@ -83,7 +89,12 @@ pub async fn run(config: &Config, router: Router) -> Result<()> {
                     },
                     () = &mut shutdown => break,
                 };
-                spawn_connection(stream, router.clone(), tls.clone(), permit);
+                match &tls {
+                    None => spawn_plain(stream, router.clone(), permit),
+                    Some(tls) => {
+                        spawn_connection(stream, router.clone(), Some(tls.clone()), permit)
+                    }
+                }
             }
             let _ = std::fs::remove_file(path);
         }
@@ -127,6 +138,19 @@ async fn shutdown_signal() {
     }
 }
 
+/// A plain (non-TLS) connection: NAR bodies may be spliced straight to its socket (see [`crate::zerocopy`]).
+fn spawn_plain<S>(stream: S, router: Router, permit: OwnedSemaphorePermit)
+where
+    S: SpliceTarget + Send + 'static,
+{
+    tokio::spawn(async move {
+        let _permit = permit;
+        let queue = SpliceQueue::default();
+        let stream = StallTimeout::new(SpliceIo::new(stream, queue.clone()), WRITE_STALL_TIMEOUT);
+        serve_http1(stream, router, Some(queue)).await;
+    });
+}
+
 fn spawn_connection<S>(
     stream: S,
     router: Router,
@@ -139,7 +163,7 @@ fn spawn_connection<S>(
         let _permit = permit;
         let stream = StallTimeout::new(stream, WRITE_STALL_TIMEOUT);
         match tls {
-            None => serve_http1(stream, router).await,
+            None => serve_http1(stream, router, None).await,
             Some(acceptor) => {
                 let stream = match tokio::time::timeout(
                     TLS_HANDSHAKE_TIMEOUT,
@@ -161,23 +185,37 @@ fn spawn_connection<S>(
                 if h2 {
                     serve_http2(stream, router).await;
                 } else {
-                    serve_http1(stream, router).await;
+                    serve_http1(stream, router, None).await;
                 }
             }
         }
     });
 }
 
-async fn serve_http1<S>(stream: S, router: Router)
+/// Serves HTTP/1.1 on `stream`; with `splice`, handlers find the connection's [`SpliceQueue`] in the
+/// request's extensions.
+async fn serve_http1<S>(stream: S, router: Router, splice: Option<SpliceQueue>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = TowerToHyperService::new(router);
+    let svc = tower::ServiceExt::map_request(
+        router,
+        move |mut req: http::Request<hyper::body::Incoming>| {
+            if let Some(queue) = &splice {
+                req.extensions_mut().insert(queue.clone());
+            }
+            req
+        },
+    );
+    let svc = TowerToHyperService::new(svc);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true)
+        // Queue body chunks instead of copying them into one buffer: the zero-copy NAR bodies depend on
+        // their chunks reaching the socket wrapper as they are.
+        .writev(true)
         .max_buf_size(MAX_READ_BUF);
     if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
         tracing::debug!("connection ended with an error: {e}");
