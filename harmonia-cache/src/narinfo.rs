@@ -74,6 +74,12 @@ pub fn render_narinfo(
         })?),
         _ => None,
     };
+    // `CA:` is the last line. Nix stores the canonical text, which can be copied instead of
+    // re-encoding the hash; anything else (e.g. a base16 hash) is rendered from the parsed value.
+    let (ca, ca_text) = match (ca, info.ca) {
+        (Some(parsed), Some(text)) if text.len() == canonical_ca_len(&parsed) => (None, Some(text)),
+        (parsed, _) => (parsed, None),
+    };
     let mut narinfo = NarInfo {
         store_path: info.path,
         url,
@@ -100,7 +106,28 @@ pub fn render_narinfo(
             narinfo.add_signature(sig);
         }
     }
-    Ok(narinfo.render(&state.store_dir))
+    let mut text = narinfo.render(&state.store_dir);
+    if let Some(ca) = ca_text {
+        text.reserve(ca.len() + 5);
+        text.push_str("CA: ");
+        text.push_str(&ca);
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// Length of the canonical text of `ca` (`fixed:r:sha256:<nix-base32>` and the like).
+///
+/// A text that parsed as `ca` and has this length is the canonical one: the prefix and the algorithm
+/// name have only one spelling, and of the hash encodings only nix-base32 has this length.
+fn canonical_ca_len(ca: &ContentAddress) -> usize {
+    let (prefix, hash) = match ca {
+        ContentAddress::Text(h) => ("text:", h),
+        ContentAddress::Flat(h) => ("fixed:", h),
+        ContentAddress::Recursive(h) => ("fixed:r:", h),
+    };
+    let algo = hash.algorithm();
+    prefix.len() + algo.name().len() + 1 + algo.nix_base32_len()
 }
 
 async fn narinfo(
@@ -299,6 +326,24 @@ mod tests {
         assert_eq!(route_label(&format!("/{hash}.narinfo")), "/{hash}.narinfo");
         assert_eq!(route_label(&format!("/{hash}.ls")), "/{hash}.ls");
         assert_eq!(route_label("/favicon.ico"), "/{file}");
+    }
+
+    #[test]
+    fn canonical_ca_text_is_recognised_by_its_length() {
+        let hash = Hash::digest_of(Algorithm::Sha256, b"x");
+        let b32 = hash.to_nix_base32();
+        let b16 = hash.to_string().replace(&b32, &hash.to_base16());
+        for canonical in [
+            format!("fixed:r:sha256:{b32}"),
+            format!("fixed:sha256:{b32}"),
+            format!("text:sha256:{b32}"),
+        ] {
+            let ca: ContentAddress = canonical.parse().expect("parses");
+            assert_eq!(ca.to_string(), canonical);
+            assert_eq!(canonical_ca_len(&ca), canonical.len());
+        }
+        let other: ContentAddress = format!("fixed:r:{b16}").parse().expect("base16 parses");
+        assert_ne!(canonical_ca_len(&other), format!("fixed:r:{b16}").len());
     }
 
     #[test]
