@@ -12,11 +12,10 @@
 use std::cmp::min;
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::fs::{self, File, FileType, Metadata};
+use std::fs::{self, File};
 use std::future::Future;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -85,9 +84,55 @@ impl Drop for PooledChunk {
     }
 }
 
-/// One directory being walked: its entries sorted in *descending* byte order, so `pop` gives the next one.
+/// What a directory entry (or the root) is, as far as the encoder cares.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Directory,
+    Symlink,
+    Regular,
+    /// Anything else (sockets, devices, FIFOs): refused.
+    Other,
+}
+
+impl Kind {
+    fn of(ft: rustix::fs::FileType) -> Option<Kind> {
+        use rustix::fs::FileType as T;
+        match ft {
+            T::Directory => Some(Kind::Directory),
+            T::Symlink => Some(Kind::Symlink),
+            T::RegularFile => Some(Kind::Regular),
+            T::Unknown => None,
+            _ => Some(Kind::Other),
+        }
+    }
+}
+
+/// One directory being walked: its open descriptor (entries are opened relative to it, so the kernel
+/// looks up one name instead of the whole path) and its entries sorted in *descending* byte order, so
+/// `pop` gives the next one.
 struct DirFrame {
-    entries: Vec<(OsString, fs::DirEntry)>,
+    dir: Arc<rustix::fs::Dir>,
+    entries: Vec<(OsString, Kind)>,
+}
+
+/// Where the node being entered is: the root path, or a name in an open directory.
+enum Location {
+    Root,
+    Entry {
+        dir: Arc<rustix::fs::Dir>,
+        name: OsString,
+    },
+}
+
+/// Flags for opening regular files: never follow a symlink swapped in, never block on a FIFO swapped in.
+fn file_flags() -> rustix::fs::OFlags {
+    use rustix::fs::OFlags;
+    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC
+}
+
+fn dir_flags() -> rustix::fs::OFlags {
+    use rustix::fs::OFlags;
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
 enum State {
@@ -303,88 +348,175 @@ impl NarEncoder {
         }
     }
 
-    /// Emit the node at `self.path`, whose type is `ft`; `meta` gives its metadata when needed.
-    fn enter_node(
-        &mut self,
-        ft: FileType,
-        meta: impl FnOnce() -> io::Result<Metadata>,
-    ) -> Result<(), NarError> {
-        if ft.is_dir() {
-            let mut entries = Vec::new();
-            let rd = fs::read_dir(&self.path).map_err(|e| NarError::io(&self.path, e))?;
-            for entry in rd {
-                let entry = entry.map_err(|e| NarError::io(&self.path, e))?;
-                entries.push((entry.file_name(), entry));
+    fn open_at(
+        &self,
+        at: &Location,
+        flags: rustix::fs::OFlags,
+    ) -> Result<std::os::fd::OwnedFd, NarError> {
+        let opened = match at {
+            Location::Root => rustix::fs::open(&self.path, flags, rustix::fs::Mode::empty()),
+            Location::Entry { dir, name } => {
+                let fd = dir.fd().map_err(|e| NarError::io(&self.path, e.into()))?;
+                rustix::fs::openat(fd, name.as_os_str(), flags, rustix::fs::Mode::empty())
             }
-            // Nix sorts by raw bytes; OsStr's Ord on Unix is byte order. Descending, for pop().
-            entries.sort_unstable_by(|a, b| b.0.cmp(&a.0));
-            self.put_str(b"type");
-            self.put_str(b"directory");
-            self.stack.push(DirFrame { entries });
-        } else if ft.is_symlink() {
-            let target = fs::read_link(&self.path).map_err(|e| NarError::io(&self.path, e))?;
-            self.put_str(b"type");
-            self.put_str(b"symlink");
-            self.put_str(b"target");
-            self.put_str(target.as_os_str().as_bytes());
-            self.close_node();
-        } else if ft.is_file() {
-            let meta = meta().map_err(|e| NarError::io(&self.path, e))?;
-            if !meta.is_file() {
+        };
+        opened.map_err(|e| NarError::io(&self.path, e.into()))
+    }
+
+    /// Emit the node at `self.path` (found at `at`), whose kind is `kind`.
+    fn enter_node(&mut self, kind: Kind, at: Location) -> Result<(), NarError> {
+        match kind {
+            Kind::Directory => {
+                let fd = self.open_at(&at, dir_flags())?;
+                let mut dir =
+                    rustix::fs::Dir::new(fd).map_err(|e| NarError::io(&self.path, e.into()))?;
+                let mut entries = Vec::new();
+                while let Some(entry) = dir.read() {
+                    let entry = entry.map_err(|e| NarError::io(&self.path, e.into()))?;
+                    let name = entry.file_name().to_bytes();
+                    if name == b"." || name == b".." {
+                        continue;
+                    }
+                    let name = OsString::from(std::ffi::OsStr::from_bytes(name));
+                    let kind = match Kind::of(entry.file_type()) {
+                        Some(k) => k,
+                        // File systems without d_type: ask.
+                        None => {
+                            let fd = dir.fd().map_err(|e| NarError::io(&self.path, e.into()))?;
+                            let st = rustix::fs::statat(
+                                fd,
+                                name.as_os_str(),
+                                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                            )
+                            .map_err(|e| NarError::io(self.path.join(&name), e.into()))?;
+                            Kind::of(rustix::fs::FileType::from_raw_mode(st.st_mode))
+                                .unwrap_or(Kind::Other)
+                        }
+                    };
+                    entries.push((name, kind));
+                }
+                // Nix sorts by raw bytes; OsStr's Ord on Unix is byte order. Descending, for pop().
+                entries.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+                self.put_str(b"type");
+                self.put_str(b"directory");
+                self.stack.push(DirFrame {
+                    dir: Arc::new(dir),
+                    entries,
+                });
+            }
+            Kind::Symlink => {
+                let target = match &at {
+                    Location::Root => fs::read_link(&self.path)
+                        .map_err(|e| NarError::io(&self.path, e))?
+                        .into_os_string()
+                        .into_vec(),
+                    Location::Entry { dir, name } => {
+                        let fd = dir.fd().map_err(|e| NarError::io(&self.path, e.into()))?;
+                        rustix::fs::readlinkat(fd, name.as_os_str(), Vec::new())
+                            .map_err(|e| NarError::io(&self.path, e.into()))?
+                            .into_bytes()
+                    }
+                };
+                self.put_str(b"type");
+                self.put_str(b"symlink");
+                self.put_str(b"target");
+                self.put_str(&target);
+                self.close_node();
+            }
+            Kind::Regular => self.enter_file(at)?,
+            Kind::Other => {
                 return Err(NarError::UnsupportedFileType {
                     path: self.path.clone(),
                 });
             }
-            let size = meta.len();
-            self.put_str(b"type");
-            self.put_str(b"regular");
-            if meta.permissions().mode() & 0o100 != 0 {
-                self.put_str(b"executable");
-                self.put_str(b"");
+        }
+        Ok(())
+    }
+
+    fn stat_at(&self, at: &Location) -> Result<rustix::fs::Stat, NarError> {
+        let st = match at {
+            Location::Root => rustix::fs::statat(
+                rustix::fs::CWD,
+                &self.path,
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            ),
+            Location::Entry { dir, name } => {
+                let fd = dir.fd().map_err(|e| NarError::io(&self.path, e.into()))?;
+                rustix::fs::statat(fd, name.as_os_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
             }
-            self.put_str(b"contents");
-            self.put(&size.to_le_bytes());
-            if self.skip >= size {
-                // Empty, or wholly before the requested offset: no need to open it.
-                self.skip -= size;
-                self.finish_file(size);
-            } else if self.segment_min.is_some_and(|min| size - self.skip >= min) {
-                let file = File::open(&self.path).map_err(|e| NarError::io(&self.path, e))?;
-                // The consumer copies exactly `size - skip` bytes and notices a file that shrank; one that
-                // was replaced by a file of another size since the stat above is noticed here.
-                let now = file
-                    .metadata()
-                    .map_err(|e| NarError::io(&self.path, e))?
-                    .len();
-                if now != size {
-                    return Err(self.changed(size));
-                }
-                self.segment = Some(FileSegment {
-                    file,
-                    offset: self.skip,
-                    remaining: size - self.skip,
-                    size,
-                    path: self.path.clone(),
-                });
-                self.skip = 0;
-                self.state = State::AfterSegment { size };
-            } else {
-                let mut file = File::open(&self.path).map_err(|e| NarError::io(&self.path, e))?;
-                if self.skip > 0 {
-                    file.seek(SeekFrom::Start(self.skip))
-                        .map_err(|e| NarError::io(&self.path, e))?;
-                }
-                self.state = State::Contents {
-                    file,
-                    remaining: size - self.skip,
-                    size,
-                };
-                self.skip = 0;
-            }
+        };
+        st.map_err(|e| NarError::io(&self.path, e.into()))
+    }
+
+    fn open_file(&self, at: &Location) -> Result<(File, rustix::fs::Stat), NarError> {
+        let file = File::from(self.open_at(at, file_flags())?);
+        let st = rustix::fs::fstat(&file).map_err(|e| NarError::io(&self.path, e.into()))?;
+        Ok((file, st))
+    }
+
+    /// Emit a regular file and then its contents. Without an offset to skip, the file is opened first and
+    /// its size and mode come from the open file (one name lookup); while skipping, it is stat'ed by name so
+    /// that files wholly before the offset are never opened.
+    fn enter_file(&mut self, at: Location) -> Result<(), NarError> {
+        let (file, st) = if self.skip == 0 {
+            let (file, st) = self.open_file(&at)?;
+            (Some(file), st)
         } else {
+            (None, self.stat_at(&at)?)
+        };
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
             return Err(NarError::UnsupportedFileType {
                 path: self.path.clone(),
             });
+        }
+        let size = u64::try_from(st.st_size).unwrap_or(0);
+        self.put_str(b"type");
+        self.put_str(b"regular");
+        if st.st_mode & 0o100 != 0 {
+            self.put_str(b"executable");
+            self.put_str(b"");
+        }
+        self.put_str(b"contents");
+        self.put(&size.to_le_bytes());
+        if self.skip >= size {
+            // Empty, or wholly before the requested offset.
+            self.skip -= size;
+            self.finish_file(size);
+            return Ok(());
+        }
+        let file = match file {
+            Some(file) => file,
+            None => {
+                let (file, now) = self.open_file(&at)?;
+                if now.st_size != st.st_size {
+                    return Err(self.changed(size));
+                }
+                file
+            }
+        };
+        if self.segment_min.is_some_and(|min| size - self.skip >= min) {
+            // The consumer copies exactly `size - skip` bytes and notices a file that shrank.
+            self.segment = Some(FileSegment {
+                file,
+                offset: self.skip,
+                remaining: size - self.skip,
+                size,
+                path: self.path.clone(),
+            });
+            self.skip = 0;
+            self.state = State::AfterSegment { size };
+        } else {
+            let mut file = file;
+            if self.skip > 0 {
+                file.seek(SeekFrom::Start(self.skip))
+                    .map_err(|e| NarError::io(&self.path, e))?;
+            }
+            self.state = State::Contents {
+                file,
+                remaining: size - self.skip,
+                size,
+            };
+            self.skip = 0;
         }
         Ok(())
     }
@@ -400,11 +532,12 @@ impl NarEncoder {
             self.state = State::Done;
             return Ok(());
         };
-        let Some((name, entry)) = frame.entries.pop() else {
+        let Some((name, kind)) = frame.entries.pop() else {
             self.stack.pop();
             self.close_node();
             return Ok(());
         };
+        let dir = Arc::clone(&frame.dir);
         self.put_str(b"entry");
         self.put_str(b"(");
         self.put_str(b"name");
@@ -412,8 +545,7 @@ impl NarEncoder {
         self.put_str(b"node");
         self.put_str(b"(");
         self.path.push(&name);
-        let ft = entry.file_type().map_err(|e| NarError::io(&self.path, e))?;
-        self.enter_node(ft, || entry.metadata())
+        self.enter_node(kind, Location::Entry { dir, name })
     }
 
     /// Read more of the current file into the chunk buffer.
@@ -480,7 +612,17 @@ impl NarEncoder {
                 self.put_str(b"(");
                 let meta =
                     fs::symlink_metadata(&self.path).map_err(|e| NarError::io(&self.path, e))?;
-                self.enter_node(meta.file_type(), || Ok(meta))
+                let ft = meta.file_type();
+                let kind = if ft.is_dir() {
+                    Kind::Directory
+                } else if ft.is_symlink() {
+                    Kind::Symlink
+                } else if ft.is_file() {
+                    Kind::Regular
+                } else {
+                    Kind::Other
+                };
+                self.enter_node(kind, Location::Root)
             }
             State::Walk => self.walk_step(),
             State::Contents {
