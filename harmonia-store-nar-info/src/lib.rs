@@ -320,22 +320,38 @@ fn push_base_name(out: &mut String, path: &StorePath) {
 }
 
 fn push_typed_nix32(out: &mut String, hash: &Hash) {
-    let _ = write!(out, "{}:", hash.algorithm());
+    out.push_str(hash.algorithm().name());
+    out.push(':');
     push_nix32(out, hash.digest());
 }
 
 /// Appends the nix-base32 encoding of `bytes` (at most a sha512 digest) without allocating.
 fn push_nix32(out: &mut String, bytes: &[u8]) {
     use harmonia_utils_hash::nix_base32::{ALPHABET, encoded_len};
-    let len = encoded_len(bytes.len());
-    out.reserve(len);
     // Nix's bit order: the first character holds the highest bits, the last the lowest bits of byte 0.
-    for n in (0..len).rev() {
+    let digit = |n: usize| {
         let bit = n * 5;
         let (i, j) = (bit / 8, bit % 8);
         let low = u16::from(bytes[i]) >> j;
         let high = bytes.get(i + 1).map_or(0, |&b| u16::from(b) << (8 - j));
-        out.push(char::from(ALPHABET[usize::from((low | high) & 0x1f)]));
+        ALPHABET[usize::from((low | high) & 0x1f)]
+    };
+    let len = encoded_len(bytes.len());
+    // Encoded into a stack buffer and appended at once: pushing char by char costs a capacity and
+    // UTF-8 check per character. 103 characters encode a sha512 digest, the longest there is.
+    let mut buf = [0u8; 103];
+    if let Some(buf) = buf.get_mut(..len) {
+        for (k, slot) in buf.iter_mut().enumerate() {
+            *slot = digit(len - 1 - k);
+        }
+        if let Ok(text) = std::str::from_utf8(buf) {
+            out.push_str(text);
+            return;
+        }
+    }
+    out.reserve(len);
+    for n in (0..len).rev() {
+        out.push(char::from(digit(n)));
     }
 }
 
@@ -360,10 +376,11 @@ mod tests {
     #[test]
     fn allocation_free_encoders_match_display() {
         for seed in 0u8..=255 {
-            let bytes: Vec<u8> = (0..64u8)
+            let bytes: Vec<u8> = (0..65u8)
                 .map(|i| i.wrapping_mul(seed).wrapping_add(seed))
                 .collect();
-            for len in [20, 32, 64] {
+            // 65 bytes do not fit the stack buffer: the fallback must agree too.
+            for len in [0, 1, 16, 20, 32, 64, 65] {
                 let mut out = String::new();
                 push_nix32(&mut out, &bytes[..len]);
                 assert_eq!(out, harmonia_utils_hash::nix_base32::encode(&bytes[..len]));
