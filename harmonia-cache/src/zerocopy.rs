@@ -53,9 +53,9 @@ const MIN_FREE_SLOTS: usize = 16;
 /// encoder's chunks, where one `read` costs less than a `splice` and a pipe slot of their own.
 const SPLICE_MIN: u64 = 16 << 10;
 /// Chunk size of the encoder for framing and small files.
-const CHUNK: usize = 128 << 10;
+const CHUNK: usize = 64 << 10;
 /// A batch stops after about this many bytes (in chunks or spliced), bounding memory per response.
-const BATCH_BYTES: usize = 256 << 10;
+const BATCH_BYTES: usize = 128 << 10;
 
 fn is_placeholder(slice: &[u8]) -> bool {
     let base = PLACEHOLDER.as_ptr() as usize;
