@@ -277,7 +277,51 @@ where
 /// Output of the zstd worker is handed out in pieces of at least this size.
 const ZSTD_OUT_MIN: usize = 128 * 1024;
 
+/// zstd jobs of a multithreaded response: zstd's default at level 3 is 8 MiB, and a context keeps
+/// a few jobs' input and output buffered; 1 MiB keeps one response near 10 MiB.
+const ZSTD_MT_JOB_SIZE: u32 = 1024 * 1024;
+/// 1 MiB windows (level 3 alone would use 2 MiB): each job in flight keeps one. Measured on
+/// /usr/include (116 MB NAR): with 2 MiB windows a multithreaded response cost 10-20% more CPU than a
+/// single-threaded one and left the process at 58 MB RSS; with 1 MiB, no more CPU than
+/// single-threaded, 36 MB RSS, and 0.8% more output.
+const ZSTD_MT_WINDOW_LOG: u32 = 20;
+/// Each job sees the whole window before it (overlap log 9). Small jobs with zstd's default overlap
+/// (1/8 window at level 3) lost a quarter of the ratio on /usr/include (8.3x -> 6.6x); with the full
+/// window the ratio stays that of single-threaded compression (8.8x).
+const ZSTD_MT_OVERLAP_LOG: u32 = 9;
+/// Responses compressed by several threads at once; the rest compress on their blocking thread
+/// alone. Bounds both memory and threads: one client alone gets every core, many clients are
+/// parallel anyway.
+const ZSTD_MT_RESPONSES: usize = 1;
+
+static ZSTD_MT_ACTIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A slot among the [`ZSTD_MT_RESPONSES`] multithreaded responses, freed on drop.
+struct ZstdMtSlot;
+
+impl ZstdMtSlot {
+    fn try_take() -> Option<ZstdMtSlot> {
+        use std::sync::atomic::Ordering;
+        ZSTD_MT_ACTIVE
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < ZSTD_MT_RESPONSES).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ZstdMtSlot)
+    }
+}
+
+impl Drop for ZstdMtSlot {
+    fn drop(&mut self) {
+        ZSTD_MT_ACTIVE.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// The encoder and compressor of one zstd NAR response, moved to a blocking thread per step.
+///
+/// While few responses are compressed, zstd gets worker threads of its own (as many as there are
+/// cores), so one client is not limited to one core; the blocking thread then only reads the NAR
+/// and hands input over.
 struct ZstdWorker {
     encoder: NarEncoder,
     /// Writes compressed bytes into a `Vec` we drain after each step.
@@ -285,17 +329,35 @@ struct ZstdWorker {
     expected: u64,
     produced: u64,
     finished: bool,
+    /// Declared after `zstd` so that the slot is freed only once its threads are gone.
+    _mt: Option<ZstdMtSlot>,
 }
 
 impl ZstdWorker {
     fn new(path: std::path::PathBuf, level: i32, expected: u64) -> std::io::Result<ZstdWorker> {
-        let zstd = zstd::stream::write::Encoder::new(Vec::with_capacity(ZSTD_OUT_MIN * 2), level)?;
+        let mut zstd =
+            zstd::stream::write::Encoder::new(Vec::with_capacity(ZSTD_OUT_MIN * 2), level)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mt = if cores > 1 {
+            ZstdMtSlot::try_take()
+        } else {
+            None
+        };
+        if mt.is_some() {
+            zstd.multithread(u32::try_from(cores).unwrap_or(1))?;
+            zstd.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_MT_JOB_SIZE))?;
+            zstd.set_parameter(zstd::stream::raw::CParameter::OverlapSizeLog(
+                ZSTD_MT_OVERLAP_LOG,
+            ))?;
+            zstd.set_parameter(zstd::stream::raw::CParameter::WindowLog(ZSTD_MT_WINDOW_LOG))?;
+        }
         Ok(ZstdWorker {
             encoder: NarEncoder::with_chunk_size(path, 0, NAR_CHUNK),
             zstd: Some(zstd),
             expected,
             produced: 0,
             finished: false,
+            _mt: mt,
         })
     }
 
