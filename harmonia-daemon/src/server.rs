@@ -109,8 +109,9 @@ pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) -> Result<()> {
 /// Why not a task on the shared runtime: a request such as QueryPathInfo is one small SQLite read, and
 /// handing it to `spawn_blocking` and back costs two cross-thread wake-ups, which made every query about
 /// twice as slow as nix-daemon's. Here the connection's own thread runs its short database reads inline
-/// ([`LocalStore::read`]): they can only delay this connection, never anyone else. Filesystem work (restores,
-/// NAR streaming, hashing) still goes to the blocking pool.
+/// ([`LocalStore::read`]): they can only delay this connection, never anyone else. So do the restores of
+/// AddToStoreNar / AddMultipleToStore and NarFromPath's walk and `sendfile`s; AddToStore and AddTextToStore
+/// still restore on the blocking pool.
 fn serve_on_own_thread(daemon: Arc<Daemon>, stream: UnixStream, span: tracing::Span) {
     let std_stream = match stream.into_std() {
         Ok(s) => s,
