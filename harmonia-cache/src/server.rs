@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
@@ -24,6 +25,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a response write may make no progress before the connection is dropped.
 const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long SIGTERM/SIGINT waits for responses in flight before the process exits.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Largest request head we buffer; Nix's requests are a few hundred bytes.
 const MAX_READ_BUF: usize = 64 * 1024;
 
@@ -35,6 +38,7 @@ pub async fn run(config: &Config, router: Router) -> Result<()> {
     ));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let graceful = GracefulShutdown::new();
     match &config.bind {
         Bind::Tcp(addr) => {
             let listener = TcpListener::bind(addr)
@@ -61,10 +65,14 @@ pub async fn run(config: &Config, router: Router) -> Result<()> {
                 let _ = stream.set_nodelay(true);
                 tracing::trace!(%peer, "accepted");
                 match &tls {
-                    None => spawn_plain(stream, router.clone(), permit),
-                    Some(tls) => {
-                        spawn_connection(stream, router.clone(), Some(tls.clone()), permit)
-                    }
+                    None => spawn_plain(stream, router.clone(), permit, graceful.watcher()),
+                    Some(tls) => spawn_connection(
+                        stream,
+                        router.clone(),
+                        Some(tls.clone()),
+                        permit,
+                        graceful.watcher(),
+                    ),
                 }
             }
         }
@@ -90,16 +98,31 @@ pub async fn run(config: &Config, router: Router) -> Result<()> {
                     () = &mut shutdown => break,
                 };
                 match &tls {
-                    None => spawn_plain(stream, router.clone(), permit),
-                    Some(tls) => {
-                        spawn_connection(stream, router.clone(), Some(tls.clone()), permit)
-                    }
+                    None => spawn_plain(stream, router.clone(), permit, graceful.watcher()),
+                    Some(tls) => spawn_connection(
+                        stream,
+                        router.clone(),
+                        Some(tls.clone()),
+                        permit,
+                        graceful.watcher(),
+                    ),
                 }
             }
             let _ = std::fs::remove_file(path);
         }
     }
-    tracing::info!("shutting down");
+    // Stop accepting, let responses in flight finish (idle keep-alive connections close at once).
+    tracing::info!(
+        connections = graceful.count(),
+        "shutting down: draining connections for up to {}s",
+        SHUTDOWN_GRACE.as_secs()
+    );
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the grace period; closing them");
+    }
     Ok(())
 }
 
@@ -139,7 +162,7 @@ async fn shutdown_signal() {
 }
 
 /// A plain (non-TLS) connection: NAR bodies may be spliced straight to its socket (see [`crate::zerocopy`]).
-fn spawn_plain<S>(stream: S, router: Router, permit: OwnedSemaphorePermit)
+fn spawn_plain<S>(stream: S, router: Router, permit: OwnedSemaphorePermit, watcher: Watcher)
 where
     S: SpliceTarget + Send + 'static,
 {
@@ -147,7 +170,7 @@ where
         let _permit = permit;
         let queue = SpliceQueue::default();
         let stream = StallTimeout::new(SpliceIo::new(stream, queue.clone()), WRITE_STALL_TIMEOUT);
-        serve_http1(stream, router, Some(queue)).await;
+        serve_http1(stream, router, Some(queue), watcher).await;
     });
 }
 
@@ -156,6 +179,7 @@ fn spawn_connection<S>(
     router: Router,
     tls: Option<TlsAcceptor>,
     permit: OwnedSemaphorePermit,
+    watcher: Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -163,7 +187,7 @@ fn spawn_connection<S>(
         let _permit = permit;
         let stream = StallTimeout::new(stream, WRITE_STALL_TIMEOUT);
         match tls {
-            None => serve_http1(stream, router, None).await,
+            None => serve_http1(stream, router, None, watcher).await,
             Some(acceptor) => {
                 let stream = match tokio::time::timeout(
                     TLS_HANDSHAKE_TIMEOUT,
@@ -183,9 +207,9 @@ fn spawn_connection<S>(
                 };
                 let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                 if h2 {
-                    serve_http2(stream, router).await;
+                    serve_http2(stream, router, watcher).await;
                 } else {
-                    serve_http1(stream, router, None).await;
+                    serve_http1(stream, router, None, watcher).await;
                 }
             }
         }
@@ -194,7 +218,7 @@ fn spawn_connection<S>(
 
 /// Serves HTTP/1.1 on `stream`; with `splice`, handlers find the connection's [`SpliceQueue`] in the
 /// request's extensions.
-async fn serve_http1<S>(stream: S, router: Router, splice: Option<SpliceQueue>)
+async fn serve_http1<S>(stream: S, router: Router, splice: Option<SpliceQueue>, watcher: Watcher)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -217,12 +241,13 @@ where
         // their chunks reaching the socket wrapper as they are.
         .writev(true)
         .max_buf_size(MAX_READ_BUF);
-    if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    if let Err(e) = watcher.watch(conn).await {
         tracing::debug!("connection ended with an error: {e}");
     }
 }
 
-async fn serve_http2<S>(stream: S, router: Router)
+async fn serve_http2<S>(stream: S, router: Router, watcher: Watcher)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -232,7 +257,8 @@ where
         .timer(TokioTimer::new())
         .max_concurrent_streams(64)
         .max_header_list_size(64 * 1024);
-    if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    if let Err(e) = watcher.watch(conn).await {
         tracing::debug!("HTTP/2 connection ended with an error: {e}");
     }
 }

@@ -5,12 +5,70 @@ mod common;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{Options, Server, curl, get, output, self_signed_cert};
+use common::{Options, Server, curl, get, narinfo_field, output, self_signed_cert};
 use harmonia_test_support::{FixtureStore, StandardFixture, hash_part, standard_fixture};
 
 fn fixture() -> &'static StandardFixture {
     static FIXTURE: OnceLock<StandardFixture> = OnceLock::new();
     FIXTURE.get_or_init(standard_fixture)
+}
+
+/// SIGTERM stops accepting connections but lets a download in flight finish, then exits.
+#[test]
+fn sigterm_drains_downloads_in_flight() {
+    // Far bigger than what the kernel's socket buffers can absorb, so the server is still sending when
+    // the signal arrives.
+    let store = FixtureStore::new();
+    let src = tempfile::tempdir().expect("temp dir");
+    let big = src.path().join("big");
+    let block: Vec<u8> = (0..1u32 << 20).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(&big, block.repeat(64)).expect("write");
+    let path = store.add_path(&big);
+    let mut server = Server::start(&store, Options::default());
+    let ni = get(&server, &format!("/{}.narinfo", hash_part(&path)));
+    let url = narinfo_field(&ni.text(), "URL").expect("URL").to_owned();
+    let size: usize = narinfo_field(&ni.text(), "NarSize")
+        .expect("NarSize")
+        .parse()
+        .expect("NarSize");
+    // About 3 s at 24 MB/s: the signal arrives while the body is being sent.
+    let nar_url = format!("{}/{url}", server.url);
+    let slow = std::thread::spawn(move || {
+        Command::new("curl")
+            .args(["-s", "--limit-rate", "24M", "-o", "-", "-w", "%{http_code}"])
+            .arg(nar_url)
+            .output()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // No new connections once the signal arrived.
+    let refused = std::net::TcpStream::connect(("127.0.0.1", server.port));
+    assert!(refused.is_err(), "still accepting after SIGTERM");
+    let out = slow.join().expect("download thread").expect("curl");
+    let body = &out.stdout[..out.stdout.len().saturating_sub(3)];
+    assert_eq!(&out.stdout[body.len()..], b"200", "{}", server.log());
+    assert_eq!(
+        body.len(),
+        size,
+        "the download was cut short; log:\n{}",
+        server.log()
+    );
+    assert!(
+        body == &store.dump(&path)[..],
+        "the NAR differs from nix-store --dump"
+    );
+    for _ in 0..100 {
+        if !server.alive() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!server.alive(), "the server did not exit after draining");
 }
 
 #[test]

@@ -104,6 +104,11 @@ impl Server {
     pub fn alive(&mut self) -> bool {
         matches!(self.child.0.try_wait(), Ok(None))
     }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
 }
 
 /// A parsed HTTP response (from curl or a raw socket).
