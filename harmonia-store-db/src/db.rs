@@ -37,10 +37,13 @@ const Q_PATH_INFO: &str = "select v.hash, v.registrationTime, v.deriver, v.narSi
      v.ca, v.path, r.path from ValidPaths v left join Refs on Refs.referrer = v.id \
      left join ValidPaths r on r.id = Refs.reference where v.path = ?1";
 /// Nix's trick for hash-part lookups: a range scan on the unique path index instead of `like`.
+// The first path at or after the prefix, found by a scalar subquery on the path index (covering: only the id
+// is read there) and then fetched by rowid; a `from (select * ...)` subquery ran as a co-routine that copied
+// every column of the row through registers.
 const Q_PATH_INFO_BY_PREFIX: &str = "select v.hash, v.registrationTime, v.deriver, v.narSize, v.ultimate, \
-     v.sigs, v.ca, v.path, r.path \
-     from (select * from ValidPaths where path >= ?1 order by path limit 1) v \
-     left join Refs on Refs.referrer = v.id left join ValidPaths r on r.id = Refs.reference";
+     v.sigs, v.ca, v.path, r.path from ValidPaths v \
+     left join Refs on Refs.referrer = v.id left join ValidPaths r on r.id = Refs.reference \
+     where v.id = (select id from ValidPaths where path >= ?1 order by path limit 1)";
 const Q_PATH_BY_PREFIX: &str = "select path from ValidPaths where path >= ?1 order by path limit 1";
 const Q_IS_VALID: &str = "select id from ValidPaths where path = ?1";
 const Q_REFERENCES: &str = "select v.path from Refs r join ValidPaths v on r.reference = v.id \
