@@ -62,8 +62,9 @@ impl AppState {
                     config.nix_db_path.display()
                 )
             })?;
-        // Each async worker holds at most one of these at a time (no await while it does), so a
-        // worker never waits for one.
+        // Each async worker holds at most one of these at a time and never across an await, so
+        // with one per worker a lookup finds one idle (at worst it waits for another thread's
+        // lookup, microseconds). Busy timeout zero: see `narinfo::inline_lookup`.
         let inline_db = StoreDbPool::new(&config.nix_db_path, store_dir.clone(), config.workers)
             .and_then(|pool| pool.with_busy_timeout(std::time::Duration::ZERO))
             .with_context(|| {
