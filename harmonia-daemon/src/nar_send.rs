@@ -24,6 +24,18 @@ const CHUNK: usize = 256 << 10;
 /// Most bytes asked of one `sendfile` call (the socket takes what fits in its buffer anyway).
 const SENDFILE_MAX: usize = 1 << 30;
 
+/// Send buffer asked for while a NAR goes out (the kernel caps it at `net.core.wmem_max`): with the default
+/// ~200 KiB, daemon and client take turns every 200 KiB instead of streaming.
+const NAR_SEND_BUFFER: usize = 4 << 20;
+
+/// Widens the socket's send buffer for a NAR; a refusal only costs speed.
+pub fn widen_send_buffer(socket: &UnixStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if let Err(e) = setsockopt(socket, sockopt::SndBuf, &NAR_SEND_BUFFER) {
+        tracing::debug!("cannot widen the send buffer: {e}");
+    }
+}
+
 /// The pieces of the NAR of `path` (in the real store directory).
 pub fn pieces(path: PathBuf) -> NarSegments {
     NarEncoder::with_file_segments(path, 0, CHUNK, SENDFILE_MIN)

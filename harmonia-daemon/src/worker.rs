@@ -652,6 +652,7 @@ impl Conn<'_> {
             None => None,
         };
         self.w.write(&StderrMsg::Last);
+        crate::nar_send::widen_send_buffer(self.w.inner_mut().as_ref());
         for piece in first.into_iter().map(Ok).chain(pieces) {
             // Mid-stream the client is parsing a NAR: an error can only end the connection.
             match piece.map_err(|e| OpError::Fatal(anyhow::Error::new(e)))? {
