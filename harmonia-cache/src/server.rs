@@ -64,16 +64,7 @@ pub async fn run(config: &Config, router: Router) -> Result<()> {
                 // Small responses (narinfo) must not wait for Nagle.
                 let _ = stream.set_nodelay(true);
                 tracing::trace!(%peer, "accepted");
-                match &tls {
-                    None => spawn_plain(stream, router.clone(), permit, graceful.watcher()),
-                    Some(tls) => spawn_connection(
-                        stream,
-                        router.clone(),
-                        Some(tls.clone()),
-                        permit,
-                        graceful.watcher(),
-                    ),
-                }
+                spawn_connection(stream, &router, tls.as_ref(), permit, graceful.watcher());
             }
         }
         Bind::Unix(path) => {
@@ -97,16 +88,7 @@ pub async fn run(config: &Config, router: Router) -> Result<()> {
                     },
                     () = &mut shutdown => break,
                 };
-                match &tls {
-                    None => spawn_plain(stream, router.clone(), permit, graceful.watcher()),
-                    Some(tls) => spawn_connection(
-                        stream,
-                        router.clone(),
-                        Some(tls.clone()),
-                        permit,
-                        graceful.watcher(),
-                    ),
-                }
+                spawn_connection(stream, &router, tls.as_ref(), permit, graceful.watcher());
             }
             let _ = std::fs::remove_file(path);
         }
@@ -161,34 +143,30 @@ async fn shutdown_signal() {
     }
 }
 
-/// A plain (non-TLS) connection: NAR bodies may be spliced straight to its socket (see [`crate::zerocopy`]).
-fn spawn_plain<S>(stream: S, router: Router, permit: OwnedSemaphorePermit, watcher: Watcher)
-where
-    S: SpliceTarget + Send + 'static,
-{
-    tokio::spawn(async move {
-        let _permit = permit;
-        let queue = SpliceQueue::default();
-        let stream = StallTimeout::new(SpliceIo::new(stream, queue.clone()), WRITE_STALL_TIMEOUT);
-        serve_http1(stream, router, Some(queue), watcher).await;
-    });
-}
-
+/// Serves one accepted connection on a task of its own: HTTPS when `tls` is set, else plain HTTP/1.1
+/// whose NAR bodies may be spliced straight to the socket (see [`crate::zerocopy`]).
 fn spawn_connection<S>(
     stream: S,
-    router: Router,
-    tls: Option<TlsAcceptor>,
+    router: &Router,
+    tls: Option<&TlsAcceptor>,
     permit: OwnedSemaphorePermit,
     watcher: Watcher,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: SpliceTarget + Send + 'static,
 {
+    let router = router.clone();
+    let tls = tls.cloned();
     tokio::spawn(async move {
         let _permit = permit;
-        let stream = StallTimeout::new(stream, WRITE_STALL_TIMEOUT);
         match tls {
-            None => serve_http1(stream, router, None, watcher).await,
+            None => {
+                let queue = SpliceQueue::default();
+                let stream =
+                    StallTimeout::new(SpliceIo::new(stream, queue.clone()), WRITE_STALL_TIMEOUT);
+                serve_http1(stream, router, Some(queue), watcher).await;
+            }
             Some(acceptor) => {
+                let stream = StallTimeout::new(stream, WRITE_STALL_TIMEOUT);
                 let stream = match tokio::time::timeout(
                     TLS_HANDSHAKE_TIMEOUT,
                     acceptor.accept(stream),
