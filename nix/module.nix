@@ -79,6 +79,10 @@ in
           DeviceAllow = [ "" ];
           UMask = "0066";
           RuntimeDirectory = "harmonia";
+          # Writable home for `nar_cache_dir = "/var/cache/harmonia"` (the NAR cache is off unless set).
+          CacheDirectory = "harmonia";
+          # Lets responses in flight finish on stop (the server drains for up to 30 s).
+          TimeoutStopSec = 35;
           CapabilityBoundingSet = "";
           ProtectSystem = "strict";
           ProtectHome = true;

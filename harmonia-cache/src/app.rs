@@ -37,6 +37,8 @@ pub struct AppState {
     pub db_threads: crate::dbthreads::DbThreads,
     /// Signatures by fingerprint, so repeated narinfo requests skip ed25519.
     pub signatures: crate::narinfo::SignatureCache,
+    /// NARs of directories kept on disk, when `nar_cache_dir` is set.
+    pub nar_cache: Option<Arc<crate::narcache::NarCache>>,
 }
 
 /// Shared handle to [`AppState`].
@@ -83,7 +85,15 @@ impl AppState {
             .map(|k| k.to_public_key().to_string())
             .collect();
         let config_workers = config.workers;
+        let nar_cache = match &config.nar_cache {
+            Some((dir, max)) => Some(Arc::new(crate::narcache::NarCache::open(
+                dir.clone(),
+                *max,
+            )?)),
+            None => None,
+        };
         Ok(AppState {
+            nar_cache,
             config,
             metrics,
             cache_info,

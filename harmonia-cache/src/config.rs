@@ -27,6 +27,8 @@ struct ConfigFile {
     tls_key_path: Option<PathBuf>,
     enable_compression: bool,
     zstd_level: i32,
+    nar_cache_dir: Option<PathBuf>,
+    nar_cache_max_size: u64,
 }
 
 impl Default for ConfigFile {
@@ -44,9 +46,14 @@ impl Default for ConfigFile {
             tls_key_path: None,
             enable_compression: false,
             zstd_level: DEFAULT_ZSTD_LEVEL,
+            nar_cache_dir: None,
+            nar_cache_max_size: DEFAULT_NAR_CACHE_MAX_SIZE,
         }
     }
 }
+
+/// Default limit of the NAR cache: 10 GiB.
+pub const DEFAULT_NAR_CACHE_MAX_SIZE: u64 = 10 << 30;
 
 /// zstd's own default level: a good ratio at several hundred MiB/s per core.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
@@ -103,6 +110,8 @@ pub struct Config {
     pub tls: Option<TlsPaths>,
     /// zstd level when transparent compression is enabled.
     pub compression_level: Option<i32>,
+    /// The NAR cache directory and its size limit in bytes, when the cache is on.
+    pub nar_cache: Option<(PathBuf, u64)>,
 }
 
 impl Config {
@@ -155,6 +164,17 @@ fn resolve(file: ConfigFile, sign_key_paths_env: &str) -> Result<Config> {
             file.zstd_level
         );
     }
+    let nar_cache = match file.nar_cache_dir {
+        Some(dir) if !dir.is_absolute() => bail!(
+            "`nar_cache_dir` must be an absolute path, got {}",
+            dir.display()
+        ),
+        Some(_) if file.nar_cache_max_size == 0 => {
+            bail!("`nar_cache_max_size` must be more than 0 bytes")
+        }
+        Some(dir) => Some((dir, file.nar_cache_max_size)),
+        None => None,
+    };
     let virtual_nix_store = file.virtual_nix_store.trim_end_matches('/').to_owned();
     if !virtual_nix_store.starts_with('/') || virtual_nix_store.len() < 2 {
         bail!(
@@ -215,6 +235,7 @@ fn resolve(file: ConfigFile, sign_key_paths_env: &str) -> Result<Config> {
         sign_keys,
         tls,
         compression_level: file.enable_compression.then_some(file.zstd_level),
+        nar_cache,
     })
 }
 
@@ -296,6 +317,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("zstd_level"), "{err:#}");
+        for bad in [
+            "nar_cache_dir = \"relative\"\n",
+            "nar_cache_dir = \"/tmp/x\"\nnar_cache_max_size = 0\n",
+            "nar_cache_max_size = -1\n",
+        ] {
+            let err =
+                Config::from_toml(&format!("real_nix_store = {store:?}\n{bad}"), "").unwrap_err();
+            assert!(format!("{err:#}").contains("nar_cache"), "{bad}: {err:#}");
+        }
+        let cfg = Config::from_toml(
+            &format!("real_nix_store = {store:?}\nnar_cache_dir = \"/var/cache/h\"\n"),
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.nar_cache,
+            Some((PathBuf::from("/var/cache/h"), DEFAULT_NAR_CACHE_MAX_SIZE))
+        );
     }
 
     #[test]

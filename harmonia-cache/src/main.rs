@@ -11,6 +11,7 @@ mod http_util;
 mod log;
 mod metrics;
 mod nar;
+mod narcache;
 mod narinfo;
 mod realisation;
 mod serve;

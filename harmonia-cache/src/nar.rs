@@ -119,12 +119,46 @@ pub async fn nar(
             .body(Body::empty())
             .map_err(ServerError::from);
     }
+    let is_head = method == Method::HEAD;
+    // The NAR cache serves spliced, uncompressed bodies.
+    let nar_cache = match (&splice, use_zstd, is_head) {
+        (Some(_), false, false) => state.nar_cache.clone(),
+        _ => None,
+    };
+    // One trip to the blocking pool: is the path on disk, is it a directory, is its NAR cached?
+    let (is_dir, cached) = {
+        let (real, key, cache) = (real_path.clone(), nar_hash.to_owned(), nar_cache.clone());
+        tokio::task::spawn_blocking(move || {
+            let is_dir = std::fs::symlink_metadata(&real).ok().map(|m| m.is_dir());
+            let cached = cache.and_then(|c| c.open_entry(&key, size));
+            (is_dir, cached)
+        })
+        .await?
+    };
     // A path that is in the database but gone from disk is a miss, not a server fault.
-    if tokio::fs::symlink_metadata(&real_path).await.is_err() {
+    let Some(is_dir) = is_dir else {
         tracing::warn!(path = %info.path, "valid path missing on disk");
         return Err(ServerError::NotFound);
-    }
-    let is_head = method == Method::HEAD;
+    };
+    // Bodies written through the connection's splice queue: from the cache, or encoded from the tree.
+    let piped = |queue: SpliceQueue, start: u64, len: u64| -> ServerResult<Body> {
+        let body = match cached {
+            Some((file, path)) => {
+                let segment = harmonia_file_nar::FileSegment::new(file, path, start, len)
+                    .map_err(std::io::Error::other)?;
+                PipeNar::from_file(queue, segment, start, size)?
+            }
+            None => {
+                if let Some(cache) = &nar_cache {
+                    if is_dir && start == 0 && len == size {
+                        cache.fill(real_path.clone(), info.nar_hash, size);
+                    }
+                }
+                PipeNar::new(queue, real_path.clone(), start, len, size)?
+            }
+        };
+        Ok(Body::from_stream(body))
+    };
 
     let response = match range {
         RangeRequest::Unsatisfiable => return Err(ServerError::RangeNotSatisfiable { size }),
@@ -132,7 +166,7 @@ pub async fn nar(
             let body = if is_head {
                 Body::empty()
             } else if let Some(axum::Extension(queue)) = splice {
-                Body::from_stream(PipeNar::new(queue, real_path, r.start, r.len(), size)?)
+                piped(queue, r.start, r.len())?
             } else {
                 Body::from_stream(CheckedNar::new(nar_stream(real_path, r.start), r, size))
             };
@@ -164,7 +198,7 @@ pub async fn nar(
             let body = if is_head {
                 Body::empty()
             } else if let Some(axum::Extension(queue)) = splice {
-                Body::from_stream(PipeNar::new(queue, real_path, 0, size, size)?)
+                piped(queue, 0, size)?
             } else {
                 Body::from_stream(CheckedNar::new(
                     nar_stream(real_path, 0),

@@ -54,7 +54,8 @@ const MIN_FREE_SLOTS: usize = 16;
 const SPLICE_MIN: u64 = 16 << 10;
 /// Chunk size of the encoder for framing and small files.
 const CHUNK: usize = 64 << 10;
-/// A batch stops after about this many bytes (in chunks or spliced), bounding memory per response.
+/// A batch stops after about this many bytes in chunks, bounding memory per response (spliced bytes are
+/// bounded by the pipe's free slots).
 const BATCH_BYTES: usize = 128 << 10;
 
 fn is_placeholder(slice: &[u8]) -> bool {
@@ -252,7 +253,7 @@ impl<T: SpliceTarget> AsyncWrite for SpliceIo<T> {
 /// Fills a response's pipe from the NAR encoder; runs on the blocking pool.
 struct Filler {
     write: OwnedFd,
-    pieces: NarSegments,
+    pieces: Pieces,
     /// A file whose contents are only partly in the pipe.
     current: Option<FileSegment>,
     /// Bytes of the response still to produce.
@@ -260,6 +261,9 @@ struct Filler {
     /// Whether the NAR goes on after the response (a range that ends early).
     more_after: bool,
 }
+
+/// Where a body's bytes come from: the NAR encoder, or a file that already holds NAR bytes.
+type Pieces = Box<dyn Iterator<Item = Result<NarPiece, NarError>> + Send>;
 
 /// One part of a batch, in body order.
 enum Out {
@@ -287,9 +291,11 @@ impl Filler {
             out: VecDeque::new(),
             finished: false,
         };
-        let mut bytes = 0usize;
+        // Bytes in memory (chunks) are bounded by BATCH_BYTES, bytes in the pipe by its free slots.
+        let mut in_memory = 0usize;
+        let mut piped = 0usize;
         let mut slots = 0usize;
-        while bytes < BATCH_BYTES {
+        while in_memory < BATCH_BYTES {
             if self.remaining == 0 {
                 if !self.more_after {
                     // The whole NAR went out: the encoder must have nothing more.
@@ -317,7 +323,7 @@ impl Filler {
                             b.truncate(self.remaining as usize);
                         }
                         self.remaining -= b.len() as u64;
-                        bytes += b.len();
+                        in_memory += b.len();
                         batch.out.push_back(Out::Bytes(b));
                         continue;
                     }
@@ -332,7 +338,7 @@ impl Filler {
             let want = segment
                 .remaining()
                 .min(self.remaining)
-                .min((PLACEHOLDER_LEN - bytes) as u64)
+                .min((PLACEHOLDER_LEN - piped) as u64)
                 .min(room) as usize;
             if want == 0 {
                 self.current = Some(segment);
@@ -351,7 +357,7 @@ impl Filler {
                 Ok(0) => return Err(io::Error::other(segment.changed())),
                 Ok(n) => {
                     let used = (lead + n).div_ceil(PAGE);
-                    bytes += n;
+                    piped += n;
                     slots += used;
                     self.remaining -= n as u64;
                     segment.advance(n as u64);
@@ -425,6 +431,30 @@ impl PipeNar {
         len: u64,
         nar_size: u64,
     ) -> io::Result<PipeNar> {
+        let pieces: NarSegments = NarEncoder::with_file_segments(path, start, CHUNK, SPLICE_MIN);
+        PipeNar::with_pieces(queue, Box::new(pieces), start, len, nar_size)
+    }
+
+    /// The body for a NAR already on disk as a file (see [`crate::narcache`]): `segment` holds the
+    /// response's bytes, from byte `start` of a NAR of `nar_size` bytes.
+    pub fn from_file(
+        queue: SpliceQueue,
+        segment: FileSegment,
+        start: u64,
+        nar_size: u64,
+    ) -> io::Result<PipeNar> {
+        let len = segment.remaining();
+        let pieces = std::iter::once(Ok(NarPiece::File(segment)));
+        PipeNar::with_pieces(queue, Box::new(pieces), start, len, nar_size)
+    }
+
+    fn with_pieces(
+        queue: SpliceQueue,
+        pieces: Pieces,
+        start: u64,
+        len: u64,
+        nar_size: u64,
+    ) -> io::Result<PipeNar> {
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
         // A pipe over the user's quota keeps the default size (or less); use what it has.
         let size = nix::fcntl::fcntl(write.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as i32))
@@ -432,7 +462,7 @@ impl PipeNar {
         let slots = (usize::try_from(size).unwrap_or(PAGE) / PAGE).max(1);
         let filler = Filler {
             write,
-            pieces: NarEncoder::with_file_segments(path, start, CHUNK, SPLICE_MIN),
+            pieces,
             current: None,
             remaining: len,
             more_after: start.saturating_add(len) < nar_size,

@@ -219,6 +219,64 @@ fn nar_full_body_equals_nix_store_dump() {
     }
 }
 
+/// With `nar_cache_dir`, a directory's first full download leaves a checked copy of its NAR behind;
+/// later downloads and ranges come from it, byte for byte what `nix-store --dump` gives.
+#[test]
+fn nar_cache_serves_the_same_bytes() {
+    let f = &fx().fx;
+    let cache_dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &f.store,
+        Options {
+            extra_config: &format!("nar_cache_dir = {:?}\n", cache_dir.path().join("nars")),
+            ..Options::default()
+        },
+    );
+    let cached = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let nars = cache_dir.path().join("nars");
+    let tree = &f.paths.tree;
+    let url = nar_url(&server, tree);
+    let dump = f.store.dump(tree);
+    // HEAD and ranges do not fill the cache; a full download does.
+    assert_eq!(curl(&server, &url, &["-I"]).status, 200);
+    assert_eq!(curl(&server, &url, &["-r", "0-9"]).status, 206);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(cached(&nars).is_empty(), "{:?}", cached(&nars));
+    assert_eq!(get(&server, &url).body, dump);
+    let narinfo = narinfo_of(&server, tree);
+    let nar_hash = narinfo_field(&narinfo, "NarHash").unwrap();
+    let entry = format!("{}.nar", nar_hash.trim_start_matches("sha256:"));
+    for _ in 0..200 {
+        if cached(&nars).contains(&entry) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert_eq!(cached(&nars), [entry.as_str()]);
+    assert_eq!(std::fs::read(nars.join(&entry)).unwrap(), dump);
+    // From the cache now: whole, ranges, and the nix-serve URL form.
+    assert_eq!(get(&server, &url).body, dump);
+    let mid = dump.len() / 2;
+    let res = curl(&server, &url, &["-r", &format!("3-{mid}")]);
+    assert_eq!(res.status, 206);
+    assert_eq!(res.body, &dump[3..=mid]);
+    let res = curl(&server, &url, &["-r", "-7"]);
+    assert_eq!(res.body, &dump[dump.len() - 7..]);
+    // A single file's NAR is not cached: serving the file itself costs no more.
+    let big = nar_url(&server, &f.paths.big_file);
+    assert_eq!(get(&server, &big).body, f.store.dump(&f.paths.big_file));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(cached(&nars), [entry]);
+}
+
 #[test]
 fn nar_nix_serve_url_form_and_mismatches() {
     let f = &fx().fx;

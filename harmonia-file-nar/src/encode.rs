@@ -175,6 +175,25 @@ pub struct FileSegment {
 }
 
 impl FileSegment {
+    /// `len` bytes of the open `file` (found at `path`) from `offset`: for serving a file that already
+    /// holds NAR bytes. Fails if the file is shorter than `offset + len`.
+    pub fn new(file: File, path: PathBuf, offset: u64, len: u64) -> Result<FileSegment, NarError> {
+        let size = file.metadata().map_err(|e| NarError::io(&path, e))?.len();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(NarError::FileChanged {
+                path,
+                expected: offset.saturating_add(len),
+            });
+        }
+        Ok(FileSegment {
+            file,
+            offset,
+            remaining: len,
+            size,
+            path,
+        })
+    }
+
     /// The open file.
     pub fn file(&self) -> &File {
         &self.file

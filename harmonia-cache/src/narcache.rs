@@ -1,0 +1,263 @@
+//! An optional on-disk cache of the NARs of directories (`nar_cache_dir`), served like any file.
+//!
+//! Producing a NAR costs an open, a stat, a read and a close per file: for a tree of thousands of small
+//! files that is most of the work, and a static server sending a ready-made NAR pays none of it. With
+//! the cache on, the first full download of a directory's NAR starts a background job that writes the
+//! NAR into the cache directory while hashing it, and keeps it (named `<nar hash>.nar`) only if hash and
+//! size are the ones the database records; later downloads and ranges of that NAR are spliced from the
+//! file.
+//!
+//! An entry is never stale: it is named by the NAR's hash and was checked against it, a path that left
+//! the database is answered 404 before the cache is asked, and a tree that changed on disk no longer
+//! hashes to its database hash, so it is never cached. When the cache grows past its size limit, the
+//! least recently served entries go. The directory belongs to the server; anything else writing there
+//! is outside this design.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use harmonia_file_nar::NarEncoder;
+use harmonia_utils_hash::{Algorithm, Hasher, NarHash};
+
+/// Prefix of entries being written; removed at start-up if a crash left them.
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// The NAR cache (see the module documentation).
+pub struct NarCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    /// NAR hashes being written right now.
+    busy: Mutex<HashSet<String>>,
+}
+
+impl NarCache {
+    /// Opens (creating if needed) the cache in `dir`, holding at most `max_bytes` of NARs.
+    pub fn open(dir: PathBuf, max_bytes: u64) -> Result<NarCache> {
+        std::fs::create_dir_all(&dir).with_context(|| {
+            format!(
+                "cannot create the NAR cache directory {}: fix `nar_cache_dir`",
+                dir.display()
+            )
+        })?;
+        let entries = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot read the NAR cache directory {}", dir.display()))?;
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .as_encoded_bytes()
+                .starts_with(TEMP_PREFIX.as_bytes())
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(NarCache {
+            dir,
+            max_bytes,
+            busy: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn entry(&self, nar_hash: &str) -> PathBuf {
+        self.dir.join(format!("{nar_hash}.nar"))
+    }
+
+    /// The cached NAR with this hash (nix-base32) and size, marked as just used; `None` if there is
+    /// none. Blocking: call it from the blocking pool.
+    pub fn open_entry(&self, nar_hash: &str, nar_size: u64) -> Option<(File, PathBuf)> {
+        let path = self.entry(nar_hash);
+        let file = File::open(&path).ok()?;
+        if file.metadata().ok()?.len() != nar_size {
+            return None;
+        }
+        // The modification time orders entries for eviction.
+        let _ = file.set_modified(SystemTime::now());
+        Some((file, path))
+    }
+
+    /// Starts writing the NAR of the directory `real_path` into the cache in the background, unless it
+    /// is being written already or could never fit.
+    pub fn fill(self: &Arc<Self>, real_path: PathBuf, nar_hash: NarHash, nar_size: u64) {
+        if nar_size > self.max_bytes / 2 {
+            return;
+        }
+        let key = nar_hash.hash().to_nix_base32();
+        {
+            let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+            if !busy.insert(key.clone()) {
+                return;
+            }
+        }
+        let cache = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            match cache.write_entry(&real_path, &key, &nar_hash, nar_size) {
+                Ok(true) => tracing::debug!(path = %real_path.display(), "NAR cached"),
+                Ok(false) => tracing::warn!(
+                    path = %real_path.display(),
+                    "not caching a NAR that does not match the database (changed on disk?)"
+                ),
+                Err(e) => tracing::warn!("cannot cache the NAR of {}: {e:#}", real_path.display()),
+            }
+            let mut busy = cache.busy.lock().unwrap_or_else(|e| e.into_inner());
+            busy.remove(&key);
+        });
+    }
+
+    /// Writes and checks one entry; `Ok(false)` if the NAR on disk is not the one the database knows.
+    fn write_entry(
+        &self,
+        real_path: &Path,
+        key: &str,
+        nar_hash: &NarHash,
+        nar_size: u64,
+    ) -> Result<bool> {
+        let mut tmp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(&self.dir)
+            .context("creating a temporary file")?;
+        let mut hasher = Hasher::new(Algorithm::Sha256);
+        let mut written = 0u64;
+        for chunk in NarEncoder::new(real_path) {
+            let chunk = chunk?;
+            written += chunk.len() as u64;
+            if written > nar_size {
+                return Ok(false);
+            }
+            hasher.update(&chunk);
+            tmp.write_all(&chunk).context("writing the NAR")?;
+        }
+        if written != nar_size || hasher.finish() != *nar_hash.hash() {
+            return Ok(false);
+        }
+        tmp.persist(self.entry(key))
+            .context("moving the NAR into place")?;
+        self.evict();
+        Ok(true)
+    }
+
+    /// Removes the least recently used entries until the cache fits its limit.
+    fn evict(&self) {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut entries: Vec<(SystemTime, u64, PathBuf)> = dir
+            .flatten()
+            .filter(|e| e.file_name().as_encoded_bytes().ends_with(b".nar"))
+            .filter_map(|e| {
+                let md = e.metadata().ok()?;
+                Some((md.modified().ok()?, md.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        if total <= self.max_bytes {
+            return;
+        }
+        entries.sort();
+        for (_, size, path) in entries {
+            if total <= self.max_bytes {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total -= size;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nar_of(path: &Path) -> Vec<u8> {
+        NarEncoder::new(path)
+            .map(|c| c.unwrap().to_vec())
+            .collect::<Vec<_>>()
+            .concat()
+    }
+
+    fn hash_of(nar: &[u8]) -> NarHash {
+        let mut h = Hasher::new(Algorithm::Sha256);
+        h.update(nar);
+        NarHash::try_from(h.finish()).unwrap()
+    }
+
+    fn tree(dir: &Path, name: &str, fill: u8) -> PathBuf {
+        let root = dir.join(name);
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("a"), vec![fill; 1000]).unwrap();
+        std::fs::write(root.join("sub/b"), vec![fill; 5000]).unwrap();
+        root
+    }
+
+    #[test]
+    fn keeps_only_nars_that_match_and_evicts_the_oldest() {
+        let src = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let one = tree(src.path(), "one", 1);
+        let nar = nar_of(&one);
+        let hash = hash_of(&nar);
+        let key = hash.hash().to_nix_base32();
+        let cache = NarCache::open(dir.path().join("c"), 3 * nar.len() as u64).unwrap();
+
+        // A claim that does not match what is on disk is not cached.
+        let wrong = hash_of(b"something else");
+        assert!(
+            !cache
+                .write_entry(&one, &key, &wrong, nar.len() as u64)
+                .unwrap()
+        );
+        assert!(
+            !cache
+                .write_entry(&one, &key, &hash, nar.len() as u64 - 1)
+                .unwrap()
+        );
+        assert!(cache.open_entry(&key, nar.len() as u64).is_none());
+
+        assert!(
+            cache
+                .write_entry(&one, &key, &hash, nar.len() as u64)
+                .unwrap()
+        );
+        let (file, _) = cache.open_entry(&key, nar.len() as u64).unwrap();
+        let mut cached = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut cached).unwrap();
+        assert_eq!(cached, nar);
+        assert!(cache.open_entry(&key, nar.len() as u64 + 1).is_none());
+
+        // Two more entries of the same size: the cache holds three at most, so the least recently
+        // used goes when a fourth arrives.
+        let mut keys = vec![key.clone()];
+        for (i, fill) in [2u8, 3, 4].iter().enumerate() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let t = tree(src.path(), &format!("t{i}"), *fill);
+            let n = nar_of(&t);
+            let h = hash_of(&n);
+            let k = h.hash().to_nix_base32();
+            assert!(cache.write_entry(&t, &k, &h, n.len() as u64).unwrap());
+            keys.push(k);
+            if i == 0 {
+                // Serving the first entry again makes it the most recently used.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                assert!(cache.open_entry(&key, nar.len() as u64).is_some());
+            }
+        }
+        let present: Vec<bool> = keys
+            .iter()
+            .map(|k| cache.open_entry(k, nar.len() as u64).is_some())
+            .collect();
+        assert_eq!(present, [true, false, true, true], "{keys:?}");
+        // No temporary files are left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("c"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            names.iter().all(|n| n.to_string_lossy().ends_with(".nar")),
+            "{names:?}"
+        );
+    }
+}
