@@ -27,6 +27,10 @@ use harmonia_utils_hash::{Algorithm, Hasher, NarHash};
 /// Prefix of entries being written; removed at start-up if a crash left them.
 const TEMP_PREFIX: &str = ".tmp-";
 
+/// Entries written at once. A download that finds this many being written does not start another: the
+/// writers use blocking-pool threads that NAR responses need too.
+const MAX_WRITERS: usize = 2;
+
 /// The NAR cache (see the module documentation).
 pub struct NarCache {
     dir: PathBuf,
@@ -88,7 +92,7 @@ impl NarCache {
         let key = nar_hash.hash().to_nix_base32();
         {
             let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-            if !busy.insert(key.clone()) {
+            if busy.len() >= MAX_WRITERS || !busy.insert(key.clone()) {
                 return;
             }
         }
