@@ -509,13 +509,7 @@ impl LocalStore {
             if valid && !repair {
                 return Ok(false);
             }
-            if let Some(m) = refs.iter().find(|r| !valid_refs.contains(r)) {
-                return Err(StoreError::Invalid(format!(
-                    "cannot add path '{}' because it references the invalid path '{}'",
-                    sd.display(&info.path),
-                    sd.display(m)
-                )));
-            }
+            require_valid_refs(sd, &info.path, &refs, &valid_refs)?;
             fsutil::canonicalise(&src).map_err(StoreError::io("cannot set canonical metadata"))?;
             // A leftover (invalid) path, or the old copy when repairing, makes way.
             fsutil::remove_tree(&real)
@@ -747,13 +741,7 @@ impl AddBatch<'_> {
             if valid.last() == Some(&info.path) && !repair {
                 return Ok(None);
             }
-            if let Some(m) = refs.iter().find(|r| !valid.contains(r)) {
-                return Err(StoreError::Invalid(format!(
-                    "cannot add path '{}' because it references the invalid path '{}'",
-                    sd.display(&info.path),
-                    sd.display(m)
-                )));
-            }
+            require_valid_refs(sd, &info.path, &refs, &valid)?;
             let outputs = store.derivation_outputs_blocking(&info.path, &tmp.out())?;
             Ok(Some((outputs, file_lock, lock)))
         }
@@ -876,6 +864,23 @@ impl AddBatch<'_> {
         self.shared_lock = None;
         drop(moved);
         first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Nix's refusal of a path whose references (`refs`, not counting itself) are not all among `valid`.
+fn require_valid_refs(
+    sd: &harmonia_store_path::StoreDir,
+    path: &StorePath,
+    refs: &[StorePath],
+    valid: &[StorePath],
+) -> Result<(), StoreError> {
+    match refs.iter().find(|r| !valid.contains(r)) {
+        Some(missing) => Err(StoreError::Invalid(format!(
+            "cannot add path '{}' because it references the invalid path '{}'",
+            sd.display(path),
+            sd.display(missing)
+        ))),
+        None => Ok(()),
     }
 }
 
