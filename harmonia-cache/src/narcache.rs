@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -35,6 +36,9 @@ const MAX_WRITERS: usize = 2;
 pub struct NarCache {
     dir: PathBuf,
     max_bytes: u64,
+    /// Bytes of entries, as last counted plus what was added since: the directory is only listed
+    /// again when this passes `max_bytes`.
+    used: AtomicU64,
     /// NAR hashes being written right now.
     busy: Mutex<HashSet<String>>,
 }
@@ -59,11 +63,14 @@ impl NarCache {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        Ok(NarCache {
+        let cache = NarCache {
             dir,
             max_bytes,
+            used: AtomicU64::new(0),
             busy: Mutex::new(HashSet::new()),
-        })
+        };
+        cache.evict();
+        Ok(cache)
     }
 
     fn entry(&self, nar_hash: &str) -> PathBuf {
@@ -139,11 +146,13 @@ impl NarCache {
         }
         tmp.persist(self.entry(key))
             .context("moving the NAR into place")?;
-        self.evict();
+        if self.used.fetch_add(nar_size, Ordering::Relaxed) + nar_size > self.max_bytes {
+            self.evict();
+        }
         Ok(true)
     }
 
-    /// Removes the least recently used entries until the cache fits its limit.
+    /// Counts the entries and removes the least recently used until the cache fits its limit.
     fn evict(&self) {
         let Ok(dir) = std::fs::read_dir(&self.dir) else {
             return;
@@ -157,18 +166,18 @@ impl NarCache {
             })
             .collect();
         let mut total: u64 = entries.iter().map(|e| e.1).sum();
-        if total <= self.max_bytes {
-            return;
-        }
-        entries.sort();
-        for (_, size, path) in entries {
-            if total <= self.max_bytes {
-                break;
+        if total > self.max_bytes {
+            entries.sort();
+            for (_, size, path) in entries {
+                if total <= self.max_bytes {
+                    break;
+                }
+                if std::fs::remove_file(&path).is_ok() {
+                    total -= size;
+                }
             }
-            if std::fs::remove_file(&path).is_ok() {
-                total -= size;
-            }
         }
+        self.used.store(total, Ordering::Relaxed);
     }
 }
 
