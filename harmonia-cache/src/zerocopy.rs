@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::{NAR_BYTES_TOTAL, NARS_TOTAL};
 
-/// Largest batch, and the length of the placeholder array.
+/// Most piped bytes one placeholder chunk stands for, and the length of the placeholder array.
 const PLACEHOLDER_LEN: usize = 1 << 20;
 /// Never read or written: its addresses only mark body chunks that stand for bytes waiting in a pipe.
 static PLACEHOLDER: [u8; PLACEHOLDER_LEN] = [0; PLACEHOLDER_LEN];
