@@ -207,6 +207,21 @@ impl StoreDb {
         Ok(db)
     }
 
+    /// Opens a (deferred) read transaction: the snapshot is taken by the first query after it.
+    pub(crate) fn begin_read(&self) -> Result<(), DbError> {
+        self.conn
+            .execute_batch("BEGIN")
+            .ctx("beginning a read transaction")
+    }
+
+    /// Ends the transaction [`StoreDb::begin_read`] opened; a connection that cannot end it cleanly
+    /// rolls it back.
+    pub(crate) fn end_read(&self) {
+        if self.conn.execute_batch("COMMIT").is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
     fn configure_connection(&self) -> Result<(), DbError> {
         self.conn
             .busy_timeout(DEFAULT_BUSY_TIMEOUT)

@@ -32,6 +32,7 @@ mod drv;
 mod error;
 mod pool;
 mod schema;
+mod snapshot;
 mod types;
 
 pub use db::{DEFAULT_BUSY_TIMEOUT, StoreDb};
@@ -39,4 +40,5 @@ pub use drv::parse_derivation_outputs;
 pub use error::DbError;
 pub use pool::StoreDbPool;
 pub use schema::{NIX_CA_SCHEMA_VERSION, NIX_SCHEMA_VERSION};
+pub use snapshot::SnapshotReader;
 pub use types::{DrvOutput, Realisation, ValidPathInfo};
