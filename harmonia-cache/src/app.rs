@@ -31,8 +31,6 @@ pub struct AppState {
     pub store_dir: StoreDir,
     /// Read-only connections to Nix's database.
     pub db: StoreDbPool,
-    /// Read-only connections for the narinfo lookups made on the async workers, one per worker.
-    pub inline_db: StoreDbPool,
     /// Threads that run the database lookups.
     pub db_threads: crate::dbthreads::DbThreads,
     /// Signatures by fingerprint, so repeated narinfo requests skip ed25519.
@@ -64,17 +62,6 @@ impl AppState {
                     config.nix_db_path.display()
                 )
             })?;
-        // Each async worker holds at most one of these at a time and never across an await, so
-        // with one per worker a lookup finds one idle (at worst it waits for another thread's
-        // lookup, microseconds). Busy timeout zero: see `narinfo::inline_lookup`.
-        let inline_db = StoreDbPool::new(&config.nix_db_path, store_dir.clone(), config.workers)
-            .and_then(|pool| pool.with_busy_timeout(std::time::Duration::ZERO))
-            .with_context(|| {
-                format!(
-                    "cannot open the Nix database {}: set `nix_db_path` to Nix's db.sqlite",
-                    config.nix_db_path.display()
-                )
-            })?;
         let cache_info = Bytes::from(format!(
             "StoreDir: {}\nWantMassQuery: 1\nPriority: {}\n",
             config.virtual_nix_store, config.priority
@@ -100,7 +87,6 @@ impl AppState {
             public_keys,
             store_dir,
             db,
-            inline_db,
             signatures: crate::narinfo::SignatureCache::new(),
             db_threads: crate::dbthreads::DbThreads::start(db_threads(config_workers))
                 .context("starting the database threads")?,

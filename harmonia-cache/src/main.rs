@@ -64,6 +64,7 @@ fn main() -> Result<()> {
         .worker_threads(config.workers)
         .max_blocking_threads(app::blocking_threads(config.workers))
         .thread_name("harmonia-cache")
+        .on_thread_park(narinfo::release_snapshot)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;

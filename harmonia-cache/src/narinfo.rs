@@ -1,9 +1,13 @@
 //! `/<hash>.narinfo` (signed on the fly) and `/<hash>.ls` (the NAR listing).
 
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::time::Duration;
+
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use harmonia_store_db::ValidPathInfo;
+use harmonia_store_db::{SnapshotReader, StoreDb, ValidPathInfo};
 use harmonia_store_nar_info::NarInfo;
 use harmonia_store_path::{ContentAddress, StorePathHash};
 use harmonia_utils_hash::{Algorithm, Hash};
@@ -172,6 +176,14 @@ async fn narinfo(
     Ok(res)
 }
 
+/// How long the narinfo lookups of one worker thread may share a read snapshot of the database.
+const SNAPSHOT_MAX_AGE: Duration = Duration::from_millis(5);
+
+thread_local! {
+    /// This worker thread's read-only connection for narinfo lookups, with the database it reads.
+    static INLINE_DB: RefCell<Option<(PathBuf, SnapshotReader)>> = const { RefCell::new(None) };
+}
+
 /// Looks the path up right here on the async worker, never waiting for a lock.
 ///
 /// Why not on a database thread: the hand-off there and back cost two cross-thread wake-ups, and
@@ -181,14 +193,42 @@ async fn narinfo(
 /// about what writing the response to the socket costs. In WAL mode a reader only waits for a lock
 /// during recovery or a non-WAL database's commit; with a busy timeout of zero SQLite reports that
 /// as busy at once and [`narinfo`] retries on a database thread, which may wait.
+///
+/// Each worker thread keeps its own connection, and its lookups share one read transaction for up
+/// to [`SNAPSHOT_MAX_AGE`] (ended earlier when the worker goes idle, see [`release_snapshot`]):
+/// starting a transaction per lookup (two `fcntl`s on the `-shm` file and a WAL size check) held
+/// narinfo at 50–53k requests/s, sharing it gave 62–67k in the same minutes. A lookup may thus see
+/// the database as of a few milliseconds earlier, which no client can tell from a request that
+/// arrived that much earlier.
 fn inline_lookup(
     state: &crate::app::AppState,
     hash: &StorePathHash,
 ) -> Result<Option<ValidPathInfo>, harmonia_store_db::DbError> {
-    // The pool's connections have a busy timeout of zero.
-    state
-        .inline_db
-        .with_conn(|db| db.query_path_info_by_hash_part(hash))
+    INLINE_DB.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let db_path = &state.config.nix_db_path;
+        if slot.as_ref().is_none_or(|(path, _)| path != db_path) {
+            let db = StoreDb::open_read_only(db_path, state.store_dir.clone())?;
+            db.set_busy_timeout(Duration::ZERO)?;
+            *slot = Some((db_path.clone(), SnapshotReader::new(db, SNAPSHOT_MAX_AGE)));
+        }
+        match slot.as_mut() {
+            Some((_, reader)) => reader.with_db(|db| db.query_path_info_by_hash_part(hash)),
+            None => Ok(None),
+        }
+    })
+}
+
+/// Ends this thread's shared narinfo snapshot, so an idle server never holds one back; the runtime
+/// calls it whenever a worker thread runs out of work.
+pub fn release_snapshot() {
+    let _ = INLINE_DB.try_with(|cell| {
+        if let Ok(mut slot) = cell.try_borrow_mut() {
+            if let Some((_, reader)) = slot.as_mut() {
+                reader.release();
+            }
+        }
+    });
 }
 
 /// A strong entity tag naming exactly these bytes: `"<first 128 bits of their sha256, base16>"`.

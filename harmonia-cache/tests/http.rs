@@ -277,6 +277,35 @@ fn nar_cache_serves_the_same_bytes() {
     assert_eq!(cached(&nars), [entry]);
 }
 
+/// Lookups share short-lived read snapshots; a path registered while the server runs shows up at once.
+#[test]
+fn narinfo_sees_paths_added_while_serving() {
+    let store = harmonia_test_support::FixtureStore::new();
+    let src = tempfile::tempdir().unwrap();
+    let first = src.path().join("first");
+    std::fs::write(&first, b"first\n").unwrap();
+    let first = store.add_path(&first);
+    let server = Server::start(&store, Options::default());
+    assert_eq!(
+        narinfo_of(&server, &first).lines().next(),
+        Some(&*format!("StorePath: {first}"))
+    );
+
+    let second = src.path().join("second");
+    std::fs::write(&second, b"second\n").unwrap();
+    // Keep the workers busy with lookups until the path is added, then ask for it once.
+    for _ in 0..50 {
+        assert_eq!(
+            get(&server, &format!("/{}.narinfo", hash_part(&first))).status,
+            200
+        );
+    }
+    let second = store.add_path(&second);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let res = get(&server, &format!("/{}.narinfo", hash_part(&second)));
+    assert_eq!(res.status, 200, "{}", res.text());
+}
+
 #[test]
 fn nar_nix_serve_url_form_and_mismatches() {
     let f = &fx().fx;
