@@ -298,40 +298,17 @@ impl<R> NarPassthrough<R> {
 
 impl<R: AsyncBufRead + Unpin> AsyncRead for NarPassthrough<R> {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        if this.fed > 0 {
-            // Bytes already scanned by `poll_fill_buf`: hand those out first.
-            let avail = ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?;
-            let n = this.fed.min(avail.len()).min(buf.remaining());
-            buf.put_slice(&avail[..n]);
-            Pin::new(&mut this.inner).consume(n);
-            this.fed -= n;
-            return Poll::Ready(Ok(()));
-        }
-        if this.scanner.is_done() {
-            return Poll::Ready(Ok(()));
-        }
-        let avail = ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?;
-        if avail.is_empty() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "stream ended inside a NAR",
-            )));
-        }
-        let take = avail.len().min(buf.remaining());
-        let n = this
-            .scanner
-            .feed(&avail[..take])
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let avail = ready!(self.as_mut().poll_fill_buf(cx))?;
+        let n = avail.len().min(buf.remaining());
         buf.put_slice(&avail[..n]);
-        Pin::new(&mut this.inner).consume(n);
+        self.consume(n);
         Poll::Ready(Ok(()))
     }
 }
