@@ -254,7 +254,8 @@ impl<S> CheckedNar<S> {
     }
 }
 
-fn changed_on_disk() -> std::io::Error {
+/// The error ending a NAR body whose files no longer add up to the size the database recorded.
+pub(crate) fn changed_on_disk() -> std::io::Error {
     std::io::Error::other("store path changed on disk: NAR size differs from the database")
 }
 

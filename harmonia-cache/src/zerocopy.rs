@@ -37,6 +37,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::task::JoinHandle;
 
 use crate::metrics::{NAR_BYTES_TOTAL, NARS_TOTAL};
+use crate::nar::changed_on_disk;
 
 /// Most piped bytes one placeholder chunk stands for, and the length of the placeholder array.
 const PLACEHOLDER_LEN: usize = 1 << 20;
@@ -279,10 +280,6 @@ struct Batch {
     finished: bool,
 }
 
-fn changed() -> io::Error {
-    io::Error::other("store path changed on disk: NAR size differs from the database")
-}
-
 impl Filler {
     /// Produces up to [`BATCH_BYTES`] of the response, splicing file contents into at most `budget` free
     /// pipe slots.
@@ -303,7 +300,7 @@ impl Filler {
                         match piece {
                             Err(e) => return Err(io::Error::other(e)),
                             Ok(NarPiece::Bytes(b)) if b.is_empty() => {}
-                            Ok(_) => return Err(changed()),
+                            Ok(_) => return Err(changed_on_disk()),
                         }
                     }
                 }
@@ -313,12 +310,12 @@ impl Filler {
             let mut segment = match self.current.take() {
                 Some(s) => s,
                 None => match self.pieces.next() {
-                    None => return Err(changed()),
+                    None => return Err(changed_on_disk()),
                     Some(Err(e)) => return Err(io::Error::other(e)),
                     Some(Ok(NarPiece::Bytes(mut b))) => {
                         if b.len() as u64 > self.remaining {
                             if !self.more_after {
-                                return Err(changed());
+                                return Err(changed_on_disk());
                             }
                             b.truncate(self.remaining as usize);
                         }
@@ -331,7 +328,7 @@ impl Filler {
                 },
             };
             if segment.remaining() > self.remaining && !self.more_after {
-                return Err(changed());
+                return Err(changed_on_disk());
             }
             let lead = (segment.offset() % PAGE as u64) as usize;
             let room = ((budget - slots) * PAGE).saturating_sub(lead) as u64;
