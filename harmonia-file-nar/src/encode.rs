@@ -253,6 +253,8 @@ pub struct NarEncoder {
     segment_min: Option<u64>,
     /// A segment waiting for the bytes before it to be handed out.
     segment: Option<FileSegment>,
+    /// Regular files whose header has been encoded.
+    regular_files: u64,
 }
 
 impl NarEncoder {
@@ -288,6 +290,7 @@ impl NarEncoder {
             offset,
             segment_min: None,
             segment: None,
+            regular_files: 0,
         }
     }
 
@@ -302,6 +305,11 @@ impl NarEncoder {
         let mut encoder = NarEncoder::with_chunk_size(path, offset, chunk_size);
         encoder.segment_min = Some(min_segment.max(1));
         NarSegments(encoder)
+    }
+
+    /// How many regular files the NAR handed out so far has (a file counts once its header is encoded).
+    pub fn regular_files(&self) -> u64 {
+        self.regular_files
     }
 
     /// Write the whole NAR into `out`; returns the number of bytes written.
@@ -489,6 +497,7 @@ impl NarEncoder {
             });
         }
         let size = u64::try_from(st.st_size).unwrap_or(0);
+        self.regular_files += 1;
         self.put_str(b"type");
         self.put_str(b"regular");
         if st.st_mode & 0o100 != 0 {
@@ -725,6 +734,13 @@ impl Iterator for NarEncoder {
 /// consumer copies from the file to its output in the kernel. Made by [`NarEncoder::with_file_segments`].
 pub struct NarSegments(NarEncoder);
 
+impl NarSegments {
+    /// How many regular files the NAR handed out so far has (see [`NarEncoder::regular_files`]).
+    pub fn regular_files(&self) -> u64 {
+        self.0.regular_files()
+    }
+}
+
 impl Iterator for NarSegments {
     type Item = Result<NarPiece, NarError>;
 
@@ -905,6 +921,26 @@ mod tests {
             wire::put_str(&mut expected, s);
         }
         assert_eq!(nar, expected);
+    }
+
+    #[test]
+    fn counts_regular_files_but_not_symlinks_or_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        fs::write(dir.path().join("d/x"), vec![7u8; 100_000]).unwrap();
+        fs::write(dir.path().join("b"), b"").unwrap();
+        std::os::unix::fs::symlink("d/x", dir.path().join("l")).unwrap();
+        let mut plain = NarEncoder::new(dir.path());
+        assert_eq!(plain.regular_files(), 0);
+        for chunk in plain.by_ref() {
+            chunk.unwrap();
+        }
+        assert_eq!(plain.regular_files(), 2);
+        let mut pieces = NarEncoder::with_file_segments(dir.path().to_owned(), 0, 1024, 4096);
+        for piece in pieces.by_ref() {
+            piece.unwrap();
+        }
+        assert_eq!(pieces.regular_files(), 2);
     }
 
     #[test]
