@@ -79,7 +79,7 @@ in
           DeviceAllow = [ "" ];
           UMask = "0066";
           RuntimeDirectory = "harmonia";
-          # Writable home for `nar_cache_dir = "/var/cache/harmonia"` (the NAR cache is off unless set).
+          # Home of the NAR cache: systemd sets CACHE_DIRECTORY, and the server keeps NARs in its `nar`.
           CacheDirectory = "harmonia";
           # Lets responses in flight finish on stop (the server drains for up to 30 s).
           TimeoutStopSec = 35;

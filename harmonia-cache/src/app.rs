@@ -35,7 +35,7 @@ pub struct AppState {
     pub db_threads: crate::dbthreads::DbThreads,
     /// Signatures by fingerprint, so repeated narinfo requests skip ed25519.
     pub signatures: crate::narinfo::SignatureCache,
-    /// NARs of directories kept on disk, when `nar_cache_dir` is set.
+    /// NARs of trees of many small files kept on disk (see [`crate::narcache`]), unless turned off.
     pub nar_cache: Option<Arc<crate::narcache::NarCache>>,
 }
 
@@ -73,10 +73,18 @@ impl AppState {
             .collect();
         let config_workers = config.workers;
         let nar_cache = match &config.nar_cache {
-            Some((dir, max)) => Some(Arc::new(crate::narcache::NarCache::open(
-                dir.clone(),
-                *max,
-            )?)),
+            Some(nc) => match crate::narcache::NarCache::open(nc.dir.clone(), nc.max_bytes) {
+                Ok(cache) => Some(Arc::new(cache)),
+                Err(e) if nc.explicit => {
+                    return Err(e.context("fix `nar_cache_dir`, or set `nar_cache_max_size = 0`"));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "running without the NAR cache: {e:#} (set `nar_cache_dir` to a writable directory, or `nar_cache_max_size = 0`)"
+                    );
+                    None
+                }
+            },
             None => None,
         };
         Ok(AppState {

@@ -4,6 +4,7 @@
 //! the server derives (database, log directory) are resolved here once, so request handlers never
 //! look at the raw file again.
 
+use std::ffi::OsString;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
@@ -110,8 +111,37 @@ pub struct Config {
     pub tls: Option<TlsPaths>,
     /// zstd level when transparent compression is enabled.
     pub compression_level: Option<i32>,
-    /// The NAR cache directory and its size limit in bytes, when the cache is on.
-    pub nar_cache: Option<(PathBuf, u64)>,
+    /// The NAR cache, unless `nar_cache_max_size = 0` turned it off (or no default place exists).
+    pub nar_cache: Option<NarCacheConfig>,
+}
+
+/// Where the NAR cache lives and how big it may grow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NarCacheConfig {
+    /// The cache directory.
+    pub dir: PathBuf,
+    /// Most bytes of NARs kept.
+    pub max_bytes: u64,
+    /// Whether `nar_cache_dir` named the directory: then a directory that cannot be used stops
+    /// start-up; the default place only earns a warning, and the server runs without the cache.
+    pub explicit: bool,
+}
+
+/// Where the NAR cache lives when `nar_cache_dir` is not set: `nar` under systemd's
+/// `CACHE_DIRECTORY` (which `CacheDirectory=` sets), else `harmonia/nar` under `$XDG_CACHE_HOME` or
+/// `~/.cache`. `var` reads the environment; relative values are ignored, as the XDG spec asks.
+pub fn default_nar_cache_dir(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let absolute = |name: &str| {
+        var(name)
+            .and_then(|v| std::env::split_paths(&v).next())
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(dir) = absolute("CACHE_DIRECTORY") {
+        return Some(dir.join("nar"));
+    }
+    let cache_home =
+        absolute("XDG_CACHE_HOME").or_else(|| absolute("HOME").map(|h| h.join(".cache")));
+    cache_home.map(|d| d.join("harmonia/nar"))
 }
 
 impl Config {
@@ -132,13 +162,16 @@ impl Config {
             _ => ConfigFile::default(),
         };
         let env_keys = std::env::var("SIGN_KEY_PATHS").unwrap_or_default();
-        resolve(file, &env_keys)
+        let default_cache = default_nar_cache_dir(|name| std::env::var_os(name));
+        resolve(file, &env_keys, default_cache)
     }
 
-    /// Parses `text` as a configuration file and resolves it.
+    /// Parses `text` as a configuration file and resolves it, with `/var/cache/harmonia/nar` as the
+    /// default NAR cache directory.
     #[cfg(test)]
     pub fn from_toml(text: &str, sign_key_paths_env: &str) -> Result<Config> {
-        resolve(parse_file(text)?, sign_key_paths_env)
+        let default_cache = Some(PathBuf::from("/var/cache/harmonia/nar"));
+        resolve(parse_file(text)?, sign_key_paths_env, default_cache)
     }
 }
 
@@ -147,7 +180,11 @@ fn parse_file(text: &str) -> Result<ConfigFile> {
     toml::from_str(text).map_err(|e| anyhow!("{}", e.to_string().trim_end()))
 }
 
-fn resolve(file: ConfigFile, sign_key_paths_env: &str) -> Result<Config> {
+fn resolve(
+    file: ConfigFile,
+    sign_key_paths_env: &str,
+    default_nar_cache_dir: Option<PathBuf>,
+) -> Result<Config> {
     let bind = parse_bind(&file.bind)?;
     if file.workers == 0 || file.workers > 1024 {
         bail!("`workers` must be between 1 and 1024, got {}", file.workers);
@@ -169,11 +206,17 @@ fn resolve(file: ConfigFile, sign_key_paths_env: &str) -> Result<Config> {
             "`nar_cache_dir` must be an absolute path, got {}",
             dir.display()
         ),
-        Some(_) if file.nar_cache_max_size == 0 => {
-            bail!("`nar_cache_max_size` must be more than 0 bytes")
-        }
-        Some(dir) => Some((dir, file.nar_cache_max_size)),
-        None => None,
+        _ if file.nar_cache_max_size == 0 => None,
+        Some(dir) => Some(NarCacheConfig {
+            dir,
+            max_bytes: file.nar_cache_max_size,
+            explicit: true,
+        }),
+        None => default_nar_cache_dir.map(|dir| NarCacheConfig {
+            dir,
+            max_bytes: file.nar_cache_max_size,
+            explicit: false,
+        }),
     };
     let virtual_nix_store = file.virtual_nix_store.trim_end_matches('/').to_owned();
     if !virtual_nix_store.starts_with('/') || virtual_nix_store.len() < 2 {
@@ -319,7 +362,6 @@ mod tests {
         assert!(format!("{err:#}").contains("zstd_level"), "{err:#}");
         for bad in [
             "nar_cache_dir = \"relative\"\n",
-            "nar_cache_dir = \"/tmp/x\"\nnar_cache_max_size = 0\n",
             "nar_cache_max_size = -1\n",
         ] {
             let err =
@@ -333,8 +375,65 @@ mod tests {
         .unwrap();
         assert_eq!(
             cfg.nar_cache,
-            Some((PathBuf::from("/var/cache/h"), DEFAULT_NAR_CACHE_MAX_SIZE))
+            Some(NarCacheConfig {
+                dir: PathBuf::from("/var/cache/h"),
+                max_bytes: DEFAULT_NAR_CACHE_MAX_SIZE,
+                explicit: true
+            })
         );
+    }
+
+    #[test]
+    fn nar_cache_is_on_by_default_and_off_at_size_zero() {
+        let dir = store_with_db();
+        let store = dir.path().join("nix/store");
+        let cfg = Config::from_toml(&format!("real_nix_store = {store:?}\n"), "").unwrap();
+        assert_eq!(
+            cfg.nar_cache,
+            Some(NarCacheConfig {
+                dir: PathBuf::from("/var/cache/harmonia/nar"),
+                max_bytes: DEFAULT_NAR_CACHE_MAX_SIZE,
+                explicit: false
+            })
+        );
+        for off in ["", "nar_cache_dir = \"/var/cache/h\"\n"] {
+            let cfg = Config::from_toml(
+                &format!("real_nix_store = {store:?}\n{off}nar_cache_max_size = 0\n"),
+                "",
+            )
+            .unwrap();
+            assert_eq!(cfg.nar_cache, None, "{off}");
+        }
+    }
+
+    #[test]
+    fn default_nar_cache_dir_follows_systemd_then_xdg_then_home() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        const ALL: [(&str, &str); 3] = [
+            ("CACHE_DIRECTORY", "/var/cache/harmonia:/var/cache/other"),
+            ("XDG_CACHE_HOME", "/home/u/.xdg-cache"),
+            ("HOME", "/home/u"),
+        ];
+        assert_eq!(
+            default_nar_cache_dir(env(&ALL)),
+            Some(PathBuf::from("/var/cache/harmonia/nar"))
+        );
+        assert_eq!(
+            default_nar_cache_dir(env(&ALL[1..])),
+            Some(PathBuf::from("/home/u/.xdg-cache/harmonia/nar"))
+        );
+        assert_eq!(
+            default_nar_cache_dir(env(&[("XDG_CACHE_HOME", "relative"), ("HOME", "/home/u")])),
+            Some(PathBuf::from("/home/u/.cache/harmonia/nar"))
+        );
+        assert_eq!(default_nar_cache_dir(env(&[("HOME", "")])), None);
+        assert_eq!(default_nar_cache_dir(env(&[])), None);
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! An optional on-disk cache of the NARs of directories (`nar_cache_dir`), served like any file.
+//! The on-disk cache of the NARs of directories made of many small files, served like any file.
 //!
 //! Producing a NAR costs an open, a stat, a read and a close per file: for a tree of thousands of small
-//! files that is most of the work, and a static server sending a ready-made NAR pays none of it. With
-//! the cache on, the first full download of a directory's NAR starts a background job that writes the
-//! NAR into the cache directory while hashing it, and keeps it (named `<nar hash>.nar`) only if hash and
-//! size are the ones the database records; later downloads and ranges of that NAR are spliced from the
-//! file.
+//! files that is most of the work, and a static server sending a ready-made NAR pays none of it. The
+//! first full download of a directory's NAR starts a background job that writes the NAR into the cache
+//! directory while hashing it, and keeps it (named `<nar hash>.nar`) only if hash and size are the ones
+//! the database records and the tree has at least one regular file per [`BYTES_PER_FILE_WORTH_CACHING`]
+//! (a tree of a few big files streams as fast from the store, so caching it would only cost disk).
+//! Later downloads and ranges of that NAR are spliced from the file.
 //!
 //! An entry is never stale: it is named by the NAR's hash and was checked against it, a path that left
 //! the database is answered 404 before the cache is asked, and a tree that changed on disk no longer
@@ -16,13 +17,14 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
-use harmonia_file_nar::NarEncoder;
+use harmonia_file_nar::{NarEncoder, NarPiece};
 use harmonia_utils_hash::{Algorithm, Hasher, NarHash};
 
 /// Prefix of entries being written; removed at start-up if a crash left them.
@@ -31,6 +33,30 @@ const TEMP_PREFIX: &str = ".tmp-";
 /// Entries written at once. A download that finds this many being written does not start another: the
 /// writers use blocking-pool threads that NAR responses need too.
 const MAX_WRITERS: usize = 2;
+
+/// Files of at least this many bytes are read in big blocks while an entry is written (and are spliced,
+/// not read, when a NAR is generated on the fly).
+const LARGE_FILE: u64 = 256 << 10;
+
+/// A NAR is kept only if its tree has at least one regular file per this many bytes of NAR: below
+/// that, per-file system calls no longer dominate generating it, so serving it from the store is
+/// about as fast as from the cache.
+pub const BYTES_PER_FILE_WORTH_CACHING: u64 = 512 << 10;
+
+/// NAR hashes remembered as not to be written again (mismatched or not worth caching); the memo is
+/// emptied when it reaches this many.
+const MAX_DECLINED: usize = 16 << 10;
+
+/// What writing an entry came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Written {
+    /// The entry is in place.
+    Cached,
+    /// The tree on disk does not hash to what the database says (it changed on disk).
+    Mismatch,
+    /// The NAR matches, but its tree has too few files per byte to gain from the cache.
+    NotWorthIt,
+}
 
 /// The NAR cache (see the module documentation).
 pub struct NarCache {
@@ -41,17 +67,22 @@ pub struct NarCache {
     used: AtomicU64,
     /// NAR hashes being written right now.
     busy: Mutex<HashSet<String>>,
+    /// NAR hashes that were written once and not kept.
+    declined: Mutex<HashSet<String>>,
 }
 
 impl NarCache {
     /// Opens (creating if needed) the cache in `dir`, holding at most `max_bytes` of NARs.
     pub fn open(dir: PathBuf, max_bytes: u64) -> Result<NarCache> {
-        std::fs::create_dir_all(&dir).with_context(|| {
-            format!(
-                "cannot create the NAR cache directory {}: fix `nar_cache_dir`",
-                dir.display()
-            )
-        })?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the NAR cache directory {}", dir.display()))?;
+        // Entries are written next to where they go: find out now if that is not possible.
+        tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(&dir)
+            .with_context(|| {
+                format!("cannot write in the NAR cache directory {}", dir.display())
+            })?;
         let entries = std::fs::read_dir(&dir)
             .with_context(|| format!("cannot read the NAR cache directory {}", dir.display()))?;
         for entry in entries.flatten() {
@@ -68,6 +99,7 @@ impl NarCache {
             max_bytes,
             used: AtomicU64::new(0),
             busy: Mutex::new(HashSet::new()),
+            declined: Mutex::new(HashSet::new()),
         };
         cache.evict();
         Ok(cache)
@@ -91,65 +123,113 @@ impl NarCache {
     }
 
     /// Starts writing the NAR of the directory `real_path` into the cache in the background, unless it
-    /// is being written already or could never fit.
+    /// is being written already, was declined before, or could never fit.
     pub fn fill(self: &Arc<Self>, real_path: PathBuf, nar_hash: NarHash, nar_size: u64) {
         if nar_size > self.max_bytes / 2 {
             return;
         }
         let key = nar_hash.hash().to_nix_base32();
+        if lock(&self.declined).contains(&key) {
+            return;
+        }
         {
-            let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+            let mut busy = lock(&self.busy);
             if busy.len() >= MAX_WRITERS || !busy.insert(key.clone()) {
                 return;
             }
         }
         let cache = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            match cache.write_entry(&real_path, &key, &nar_hash, nar_size) {
-                Ok(true) => tracing::debug!(path = %real_path.display(), "NAR cached"),
-                Ok(false) => tracing::warn!(
+            let written = cache.write_entry(&real_path, &key, &nar_hash, nar_size);
+            match &written {
+                Ok(Written::Cached) => tracing::debug!(path = %real_path.display(), "NAR cached"),
+                Ok(Written::NotWorthIt) => {
+                    tracing::debug!(path = %real_path.display(), "NAR of few, big files not cached")
+                }
+                Ok(Written::Mismatch) => tracing::warn!(
                     path = %real_path.display(),
                     "not caching a NAR that does not match the database (changed on disk?)"
                 ),
                 Err(e) => tracing::warn!("cannot cache the NAR of {}: {e:#}", real_path.display()),
             }
-            let mut busy = cache.busy.lock().unwrap_or_else(|e| e.into_inner());
-            busy.remove(&key);
+            if matches!(written, Ok(Written::Mismatch | Written::NotWorthIt)) {
+                let mut declined = lock(&cache.declined);
+                if declined.len() >= MAX_DECLINED {
+                    declined.clear();
+                }
+                declined.insert(key.clone());
+            }
+            lock(&cache.busy).remove(&key);
         });
     }
 
-    /// Writes and checks one entry; `Ok(false)` if the NAR on disk is not the one the database knows.
+    /// Writes and checks one entry, keeping it only if it is the NAR the database knows and worth
+    /// caching.
     fn write_entry(
         &self,
         real_path: &Path,
         key: &str,
         nar_hash: &NarHash,
         nar_size: u64,
-    ) -> Result<bool> {
+    ) -> Result<Written> {
         let mut tmp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .tempfile_in(&self.dir)
             .context("creating a temporary file")?;
         let mut hasher = Hasher::new(Algorithm::Sha256);
         let mut written = 0u64;
-        for chunk in NarEncoder::new(real_path) {
-            let chunk = chunk?;
-            written += chunk.len() as u64;
-            if written > nar_size {
-                return Ok(false);
+        let mut block = Vec::new();
+        let mut pieces =
+            NarEncoder::with_file_segments(real_path.to_owned(), 0, 128 << 10, LARGE_FILE);
+        for piece in pieces.by_ref() {
+            match piece? {
+                NarPiece::Bytes(bytes) => {
+                    written += bytes.len() as u64;
+                    if written > nar_size {
+                        return Ok(Written::Mismatch);
+                    }
+                    hasher.update(&bytes);
+                    tmp.write_all(&bytes).context("writing the NAR")?;
+                }
+                NarPiece::File(mut segment) => {
+                    block.resize(LARGE_FILE as usize, 0);
+                    while segment.remaining() > 0 {
+                        let want = segment.remaining().min(LARGE_FILE) as usize;
+                        let n = segment
+                            .file()
+                            .read_at(&mut block[..want], segment.offset())
+                            .with_context(|| format!("reading {}", segment.path().display()))?;
+                        if n == 0 {
+                            // The file shrank since its header was written.
+                            return Ok(Written::Mismatch);
+                        }
+                        segment.advance(n as u64);
+                        written += n as u64;
+                        if written > nar_size {
+                            return Ok(Written::Mismatch);
+                        }
+                        hasher.update(&block[..n]);
+                        tmp.write_all(&block[..n]).context("writing the NAR")?;
+                    }
+                }
             }
-            hasher.update(&chunk);
-            tmp.write_all(&chunk).context("writing the NAR")?;
         }
         if written != nar_size || hasher.finish() != *nar_hash.hash() {
-            return Ok(false);
+            return Ok(Written::Mismatch);
+        }
+        if pieces
+            .regular_files()
+            .saturating_mul(BYTES_PER_FILE_WORTH_CACHING)
+            < nar_size
+        {
+            return Ok(Written::NotWorthIt);
         }
         tmp.persist(self.entry(key))
             .context("moving the NAR into place")?;
         if self.used.fetch_add(nar_size, Ordering::Relaxed) + nar_size > self.max_bytes {
             self.evict();
         }
-        Ok(true)
+        Ok(Written::Cached)
     }
 
     /// Counts the entries and removes the least recently used until the cache fits its limit.
@@ -179,6 +259,10 @@ impl NarCache {
         }
         self.used.store(total, Ordering::Relaxed);
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -218,22 +302,25 @@ mod tests {
 
         // A claim that does not match what is on disk is not cached.
         let wrong = hash_of(b"something else");
-        assert!(
-            !cache
+        assert_eq!(
+            cache
                 .write_entry(&one, &key, &wrong, nar.len() as u64)
-                .unwrap()
+                .unwrap(),
+            Written::Mismatch
         );
-        assert!(
-            !cache
+        assert_eq!(
+            cache
                 .write_entry(&one, &key, &hash, nar.len() as u64 - 1)
-                .unwrap()
+                .unwrap(),
+            Written::Mismatch
         );
         assert!(cache.open_entry(&key, nar.len() as u64).is_none());
 
-        assert!(
+        assert_eq!(
             cache
                 .write_entry(&one, &key, &hash, nar.len() as u64)
-                .unwrap()
+                .unwrap(),
+            Written::Cached
         );
         let (file, _) = cache.open_entry(&key, nar.len() as u64).unwrap();
         let mut cached = Vec::new();
@@ -250,7 +337,10 @@ mod tests {
             let n = nar_of(&t);
             let h = hash_of(&n);
             let k = h.hash().to_nix_base32();
-            assert!(cache.write_entry(&t, &k, &h, n.len() as u64).unwrap());
+            assert_eq!(
+                cache.write_entry(&t, &k, &h, n.len() as u64).unwrap(),
+                Written::Cached
+            );
             keys.push(k);
             if i == 0 {
                 // Serving the first entry again makes it the most recently used.
@@ -272,5 +362,46 @@ mod tests {
             names.iter().all(|n| n.to_string_lossy().ends_with(".nar")),
             "{names:?}"
         );
+    }
+
+    #[test]
+    fn keeps_trees_of_many_files_per_byte_only() {
+        let src = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = NarCache::open(dir.path().join("c"), 1 << 30).unwrap();
+        let write = |root: &Path| {
+            let nar = nar_of(root);
+            let hash = hash_of(&nar);
+            let key = hash.hash().to_nix_base32();
+            let written = cache
+                .write_entry(root, &key, &hash, nar.len() as u64)
+                .unwrap();
+            let entry = cache.open_entry(&key, nar.len() as u64).map(|(file, _)| {
+                let mut cached = Vec::new();
+                std::io::Read::read_to_end(&mut &file, &mut cached).unwrap();
+                cached
+            });
+            (written, entry, nar)
+        };
+
+        // One big file: a NAR that streams from the store as fast as from the cache.
+        let big = src.path().join("big");
+        std::fs::create_dir(&big).unwrap();
+        let data: Vec<u8> = (0..3 * LARGE_FILE as u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(big.join("f"), &data).unwrap();
+        let (written, entry, _) = write(&big);
+        assert_eq!(written, Written::NotWorthIt);
+        assert!(entry.is_none());
+
+        // A big file among enough small ones is cached, and its large-file blocks come out right.
+        let mixed = src.path().join("mixed");
+        std::fs::create_dir(&mixed).unwrap();
+        std::fs::write(mixed.join("f"), &data[..LARGE_FILE as usize + 12345]).unwrap();
+        std::fs::write(mixed.join("small"), b"x").unwrap();
+        let (written, entry, nar) = write(&mixed);
+        assert_eq!(written, Written::Cached);
+        assert_eq!(entry.as_deref(), Some(&nar[..]));
     }
 }

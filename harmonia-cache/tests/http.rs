@@ -219,29 +219,14 @@ fn nar_full_body_equals_nix_store_dump() {
     }
 }
 
-/// With `nar_cache_dir`, a directory's first full download leaves a checked copy of its NAR behind;
-/// later downloads and ranges come from it, byte for byte what `nix-store --dump` gives.
+/// The NAR cache is on by default (under `$XDG_CACHE_HOME/harmonia/nar` here): a directory's first full
+/// download leaves a checked copy of its NAR behind, and later downloads and ranges come from it, byte
+/// for byte what `nix-store --dump` gives.
 #[test]
 fn nar_cache_serves_the_same_bytes() {
     let f = &fx().fx;
-    let cache_dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        &f.store,
-        Options {
-            extra_config: &format!("nar_cache_dir = {:?}\n", cache_dir.path().join("nars")),
-            ..Options::default()
-        },
-    );
-    let cached = |dir: &std::path::Path| -> Vec<String> {
-        std::fs::read_dir(dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let nars = cache_dir.path().join("nars");
+    let server = Server::start(&f.store, Options::default());
+    let nars = server.default_nar_cache();
     let tree = &f.paths.tree;
     let url = nar_url(&server, tree);
     let dump = f.store.dump(tree);
@@ -249,18 +234,18 @@ fn nar_cache_serves_the_same_bytes() {
     assert_eq!(curl(&server, &url, &["-I"]).status, 200);
     assert_eq!(curl(&server, &url, &["-r", "0-9"]).status, 206);
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(cached(&nars).is_empty(), "{:?}", cached(&nars));
+    assert!(entries(&nars).is_empty(), "{:?}", entries(&nars));
     assert_eq!(get(&server, &url).body, dump);
     let narinfo = narinfo_of(&server, tree);
     let nar_hash = narinfo_field(&narinfo, "NarHash").unwrap();
     let entry = format!("{}.nar", nar_hash.trim_start_matches("sha256:"));
     for _ in 0..200 {
-        if cached(&nars).contains(&entry) {
+        if entries(&nars).contains(&entry) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
-    assert_eq!(cached(&nars), [entry.as_str()]);
+    assert_eq!(entries(&nars), [entry.as_str()]);
     assert_eq!(std::fs::read(nars.join(&entry)).unwrap(), dump);
     // From the cache now: whole, ranges, and the nix-serve URL form.
     assert_eq!(get(&server, &url).body, dump);
@@ -274,7 +259,53 @@ fn nar_cache_serves_the_same_bytes() {
     let big = nar_url(&server, &f.paths.big_file);
     assert_eq!(get(&server, &big).body, f.store.dump(&f.paths.big_file));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(cached(&nars), [entry]);
+    assert_eq!(entries(&nars), [entry]);
+}
+
+/// `nar_cache_max_size = 0` turns the cache off; a default place that cannot be used only costs the
+/// cache, never the service; an explicit `nar_cache_dir` that cannot be used stops start-up.
+#[test]
+fn nar_cache_off_or_unusable() {
+    let f = &fx().fx;
+    let tree = &f.paths.tree;
+    let dump = f.store.dump(tree);
+
+    let off = Server::start(
+        &f.store,
+        Options {
+            extra_config: "nar_cache_max_size = 0\n",
+            ..Options::default()
+        },
+    );
+    assert_eq!(get(&off, &nar_url(&off, tree)).body, dump);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!off.default_nar_cache().exists());
+
+    let not_a_dir = tempfile::NamedTempFile::new().unwrap();
+    let cache_home = not_a_dir.path().to_str().unwrap();
+    let unusable = Server::start(
+        &f.store,
+        Options {
+            env: &[("XDG_CACHE_HOME", cache_home)],
+            ..Options::default()
+        },
+    );
+    assert_eq!(get(&unusable, &nar_url(&unusable, tree)).body, dump);
+    assert!(
+        unusable.log().contains("running without the NAR cache"),
+        "{}",
+        unusable.log()
+    );
+}
+
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Lookups share short-lived read snapshots; a path registered while the server runs shows up at once.

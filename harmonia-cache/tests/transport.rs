@@ -145,7 +145,10 @@ fn start_with_config(config: &str, env: &[(&str, &str)]) -> std::process::Output
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).expect("write config");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_harmonia-cache"));
-    cmd.env("CONFIG_FILE", &path).env_remove("SIGN_KEY_PATHS");
+    cmd.env("CONFIG_FILE", &path)
+        .env_remove("SIGN_KEY_PATHS")
+        .env("XDG_CACHE_HOME", dir.path().join("xdg-cache"))
+        .env_remove("CACHE_DIRECTORY");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -192,6 +195,13 @@ fn start_up_errors_name_the_key_or_path() {
             ),
             vec![],
             vec!["/nonexistent/c.pem", "tls_cert_path"],
+        ),
+        (
+            format!(
+                "{store}nar_cache_dir = \"/proc/self/harmonia-nars\"\nbind = \"127.0.0.1:0\"\n"
+            ),
+            vec![],
+            vec!["/proc/self/harmonia-nars", "nar_cache_dir"],
         ),
     ];
     for (config, env, needles) in cases {

@@ -37,6 +37,9 @@ pub struct Options<'a> {
     pub unix: bool,
     /// `(cert, key)` for TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Environment variables for the server, set after the defaults (which put `XDG_CACHE_HOME`, and
+    /// so the default NAR cache, under the server's temp dir).
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl Server {
@@ -67,15 +70,19 @@ impl Server {
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).expect("write config");
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let child = KillOnDrop::spawn(
-            Command::new(env!("CARGO_BIN_EXE_harmonia-cache"))
-                .env("CONFIG_FILE", &config_path)
-                .env("SIGN_KEY_PATHS", &secret)
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log file"))
-                .stderr(log),
-        );
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_harmonia-cache"));
+        cmd.env("CONFIG_FILE", &config_path)
+            .env("SIGN_KEY_PATHS", &secret)
+            .env("RUST_LOG", "info")
+            .env("XDG_CACHE_HOME", dir.path().join("xdg-cache"))
+            .env_remove("CACHE_DIRECTORY")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        for (k, v) in opts.env {
+            cmd.env(k, v);
+        }
+        let child = KillOnDrop::spawn(&mut cmd);
         let up = match &socket {
             Some(sock) => wait_for_path(sock, Duration::from_secs(30)),
             None => wait_for_tcp(port, Duration::from_secs(30)),
@@ -108,6 +115,11 @@ impl Server {
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.0.id()
+    }
+
+    /// Where the server keeps its NAR cache by default (under the `XDG_CACHE_HOME` it was given).
+    pub fn default_nar_cache(&self) -> PathBuf {
+        self.dir.path().join("xdg-cache/harmonia/nar")
     }
 }
 
