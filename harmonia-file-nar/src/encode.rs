@@ -32,6 +32,10 @@ use crate::wire::{self, MAGIC, ZEROS};
 /// project's machines: the buffer stays in L2 cache while the kernel copies into it and the consumer reads it.
 pub const CHUNK_SIZE: usize = 256 << 10;
 
+/// Bytes before a file segment up to this many are copied out of the chunk buffer (see
+/// `NarEncoder::take_framing`).
+const FRAMING_COPY_MAX: usize = 4 << 10;
+
 /// The async stream asks the blocking pool for this many chunks at a time, to amortise the hand-off.
 const CHUNKS_PER_TASK: usize = 4;
 
@@ -364,6 +368,19 @@ impl NarEncoder {
         Bytes::from_owner(chunk)
     }
 
+    /// The bytes before a file segment: often just the framing since the last one. A few bytes are copied
+    /// out, so that the buffer (chunk-sized) stays for the next bytes instead of travelling with them: a
+    /// consumer holding many such pieces would otherwise hold as many buffers, and the pool would have to
+    /// allocate (and zero) new ones.
+    fn take_framing(&mut self) -> Bytes {
+        if self.filled > FRAMING_COPY_MAX {
+            return self.take_chunk();
+        }
+        let bytes = Bytes::copy_from_slice(&self.buf[..self.filled]);
+        self.filled = 0;
+        bytes
+    }
+
     /// Close the current node, and the directory entry around it if it has one.
     fn close_node(&mut self) {
         self.put_str(b")");
@@ -676,7 +693,7 @@ impl NarEncoder {
         loop {
             if self.segment.is_some() {
                 if self.filled > 0 {
-                    return Some(Ok(NarPiece::Bytes(self.take_chunk())));
+                    return Some(Ok(NarPiece::Bytes(self.take_framing())));
                 }
                 return self.segment.take().map(|s| Ok(NarPiece::File(s)));
             }
