@@ -47,6 +47,17 @@ pub const BYTES_PER_FILE_WORTH_CACHING: u64 = 512 << 10;
 /// emptied when it reaches this many.
 const MAX_DECLINED: usize = 16 << 10;
 
+/// Most free space an entry must leave on the cache's filesystem (see [`leaves_enough_free`]).
+const KEEP_FREE_MAX: u64 = 4 << 30;
+
+/// Whether writing `nar_size` more bytes leaves a filesystem of `total` bytes, `available` of them
+/// free, with 15% of its size (at most 4 GiB) available: the cache is on by default and often shares a
+/// disk with the store. journald's default `SystemKeepFree=` is the same rule.
+fn leaves_enough_free(available: u64, total: u64, nar_size: u64) -> bool {
+    let keep = (total / 100 * 15).min(KEEP_FREE_MAX);
+    available.saturating_sub(nar_size) >= keep
+}
+
 /// What writing an entry came to.
 #[derive(Debug, PartialEq, Eq)]
 enum Written {
@@ -56,6 +67,8 @@ enum Written {
     Mismatch,
     /// The NAR matches, but its tree has too few files per byte to gain from the cache.
     NotWorthIt,
+    /// Not written: the disk would be too full afterwards (tried again on a later download).
+    NoRoom,
 }
 
 /// The NAR cache (see the module documentation).
@@ -146,6 +159,10 @@ impl NarCache {
                 Ok(Written::NotWorthIt) => {
                     tracing::debug!(path = %real_path.display(), "NAR of few, big files not cached")
                 }
+                Ok(Written::NoRoom) => tracing::info!(
+                    path = %real_path.display(),
+                    "NAR not cached: the cache's disk would be too full (15% or 4 GiB must stay free)"
+                ),
                 Ok(Written::Mismatch) => tracing::warn!(
                     path = %real_path.display(),
                     "not caching a NAR that does not match the database (changed on disk?)"
@@ -172,6 +189,12 @@ impl NarCache {
         nar_hash: &NarHash,
         nar_size: u64,
     ) -> Result<Written> {
+        let fs = nix::sys::statvfs::statvfs(&self.dir).context("checking the free disk space")?;
+        let unit = fs.fragment_size();
+        let (available, total) = (fs.blocks_available() * unit, fs.blocks() * unit);
+        if !leaves_enough_free(available, total, nar_size) {
+            return Ok(Written::NoRoom);
+        }
         let mut tmp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .tempfile_in(&self.dir)
@@ -362,6 +385,18 @@ mod tests {
             names.iter().all(|n| n.to_string_lossy().ends_with(".nar")),
             "{names:?}"
         );
+    }
+
+    #[test]
+    fn keeps_some_of_the_disk_free() {
+        // 15% of a small disk...
+        assert!(leaves_enough_free(500, 1000, 350));
+        assert!(!leaves_enough_free(500, 1000, 351));
+        assert!(!leaves_enough_free(100, 1000, 0));
+        // ...and at most 4 GiB of a big one.
+        let tib = 1 << 40;
+        assert!(leaves_enough_free(5 << 30, tib, 1 << 30));
+        assert!(!leaves_enough_free(5 << 30, tib, (1 << 30) + 1));
     }
 
     #[test]
