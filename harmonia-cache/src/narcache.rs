@@ -191,7 +191,8 @@ impl NarCache {
     ) -> Result<Written> {
         let fs = nix::sys::statvfs::statvfs(&self.dir).context("checking the free disk space")?;
         let unit = fs.fragment_size();
-        let (available, total) = (fs.blocks_available() * unit, fs.blocks() * unit);
+        let available = fs.blocks_available().saturating_mul(unit);
+        let total = fs.blocks().saturating_mul(unit);
         if !leaves_enough_free(available, total, nar_size) {
             return Ok(Written::NoRoom);
         }
