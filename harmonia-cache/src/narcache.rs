@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -82,6 +82,8 @@ pub struct NarCache {
     busy: Mutex<HashSet<String>>,
     /// NAR hashes that were written once and not kept.
     declined: Mutex<HashSet<String>>,
+    /// Whether the last entry was skipped for want of disk space: said once, not per download.
+    disk_full: AtomicBool,
 }
 
 impl NarCache {
@@ -113,6 +115,7 @@ impl NarCache {
             used: AtomicU64::new(0),
             busy: Mutex::new(HashSet::new()),
             declined: Mutex::new(HashSet::new()),
+            disk_full: AtomicBool::new(false),
         };
         cache.evict();
         Ok(cache)
@@ -155,14 +158,20 @@ impl NarCache {
         tokio::task::spawn_blocking(move || {
             let written = cache.write_entry(&real_path, &key, &nar_hash, nar_size);
             match &written {
-                Ok(Written::Cached) => tracing::debug!(path = %real_path.display(), "NAR cached"),
+                Ok(Written::Cached) => {
+                    cache.disk_full.store(false, Ordering::Relaxed);
+                    tracing::debug!(path = %real_path.display(), "NAR cached")
+                }
                 Ok(Written::NotWorthIt) => {
                     tracing::debug!(path = %real_path.display(), "NAR of few, big files not cached")
                 }
-                Ok(Written::NoRoom) => tracing::info!(
-                    path = %real_path.display(),
-                    "NAR not cached: the cache's disk would be too full (15% or 4 GiB must stay free)"
-                ),
+                Ok(Written::NoRoom) => {
+                    if !cache.disk_full.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "NARs are not being cached: the cache's disk would be too full (15% or 4 GiB must stay free)"
+                        );
+                    }
+                }
                 Ok(Written::Mismatch) => tracing::warn!(
                     path = %real_path.display(),
                     "not caching a NAR that does not match the database (changed on disk?)"
