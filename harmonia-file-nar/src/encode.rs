@@ -940,13 +940,19 @@ mod tests {
         assert_eq!(nar, expected);
     }
 
-    #[test]
-    fn counts_regular_files_but_not_symlinks_or_directories() {
+    /// A directory `d` holding file `x` (`x_len` bytes), an empty file `b` and a symlink `l` to `d/x`.
+    fn small_tree(x_len: usize) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("d")).unwrap();
-        fs::write(dir.path().join("d/x"), vec![7u8; 100_000]).unwrap();
+        fs::write(dir.path().join("d/x"), vec![7u8; x_len]).unwrap();
         fs::write(dir.path().join("b"), b"").unwrap();
         std::os::unix::fs::symlink("d/x", dir.path().join("l")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn counts_regular_files_but_not_symlinks_or_directories() {
+        let dir = small_tree(100_000);
         let mut plain = NarEncoder::new(dir.path());
         assert_eq!(plain.regular_files(), 0);
         for chunk in plain.by_ref() {
@@ -962,11 +968,7 @@ mod tests {
 
     #[test]
     fn chunk_size_does_not_change_output() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir(dir.path().join("d")).unwrap();
-        fs::write(dir.path().join("d/x"), vec![7u8; 1000]).unwrap();
-        fs::write(dir.path().join("b"), b"").unwrap();
-        std::os::unix::fs::symlink("d/x", dir.path().join("l")).unwrap();
+        let dir = small_tree(1000);
         let reference = nar_of(dir.path(), CHUNK_SIZE);
         for chunk in [1, 7, 8, 100, 999] {
             assert_eq!(nar_of(dir.path(), chunk), reference, "chunk {chunk}");
