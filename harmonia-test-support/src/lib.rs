@@ -98,6 +98,12 @@ impl FixtureStore {
         &self.root
     }
 
+    /// Removes this store's temp dir once the test process has exited: for a store kept in a `static`
+    /// (see [`clean_up_after_exit`]).
+    pub fn remove_after_exit(&self) {
+        clean_up_after_exit(None, &[self.tmp.path()]);
+    }
+
     /// The real store directory, `DIR/nix/store` (the logical one is `/nix/store`).
     pub fn store_dir(&self) -> PathBuf {
         self.root.join("nix/store")
@@ -584,6 +590,35 @@ fn poll_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Kills process `pid` (if given) and removes `paths` once this test process has exited, however it
+/// exits. For servers and fixtures kept in `static`s, which are never dropped: without this they outlive
+/// every test run. Only for a child that lives as long as the test process: a PID killed and reaped
+/// earlier could belong to another process by then.
+pub fn clean_up_after_exit(pid: Option<u32>, paths: &[&Path]) {
+    // Never waited for: it outlives this process, and init reaps it. Its stdin pipe's write end stays
+    // open, unused, until this process exits; then the watchdog acts.
+    std::mem::forget(exit_watchdog(pid, paths));
+}
+
+/// A `sh` that waits until its stdin (a pipe only the caller holds) closes, then kills `pid` and removes
+/// `paths` (made writable first, as store paths are not).
+fn exit_watchdog(pid: Option<u32>, paths: &[&Path]) -> Child {
+    const SCRIPT: &str = r#"cat >/dev/null
+[ -n "$1" ] && kill -9 "$1" 2>/dev/null
+shift
+[ "$#" -gt 0 ] && chmod -R u+w -- "$@" 2>/dev/null
+[ "$#" -gt 0 ] && rm -rf -- "$@""#;
+    Command::new("sh")
+        .args(["-c", SCRIPT, "sh"])
+        .arg(pid.map(|p| p.to_string()).unwrap_or_default())
+        .args(paths)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the clean-up watchdog: {e}"))
+}
+
 /// A child process killed (and reaped) when dropped, so a failing test never leaks a server.
 pub struct KillOnDrop(pub Child);
 
@@ -672,4 +707,34 @@ fn parse_json(out: &[u8], what: &str) -> serde_json::Value {
             String::from_utf8_lossy(out)
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_watchdog_kills_and_removes_once_its_pipe_closes() {
+        let mut victim = Command::new("sleep").arg("1000").spawn().unwrap();
+        let dir = tempfile::tempdir().unwrap().keep();
+        fs::create_dir(dir.join("read-only")).unwrap();
+        fs::write(dir.join("read-only/f"), b"x").unwrap();
+        fs::set_permissions(dir.join("read-only"), fs::Permissions::from_mode(0o555)).unwrap();
+        let mut watchdog = exit_watchdog(Some(victim.id()), &[&dir]);
+
+        // Nothing happens while the pipe is open.
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(victim.try_wait().unwrap().is_none());
+        assert!(dir.exists());
+
+        // The process exiting closes the pipe; here it is closed by hand.
+        drop(watchdog.stdin.take());
+        assert!(watchdog.wait().unwrap().success());
+        let status = victim.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        assert!(!dir.exists());
+    }
 }
