@@ -9,17 +9,17 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{Options, Server, curl, get, raw_request, raw_status};
-use harmonia_test_support::{StandardFixture, hash_part, pseudo_random_bytes, standard_fixture};
+use harmonia_test_support::{StandardFixture, hash_part, pseudo_random_bytes};
 
 fn fixture() -> &'static StandardFixture {
     static FIXTURE: OnceLock<StandardFixture> = OnceLock::new();
-    FIXTURE.get_or_init(standard_fixture)
+    FIXTURE.get_or_init(common::static_fixture)
 }
 
 fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
-        Server::start(
+        Server::start_static(
             &fixture().store,
             Options {
                 extra_config: "enable_compression = true\n",

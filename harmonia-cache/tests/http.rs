@@ -9,7 +9,6 @@ use harmonia_store_nar_info::NarInfo;
 use harmonia_store_path::StoreDir;
 use harmonia_test_support::{
     StandardFixture, TOP_BUILD_LOG_LINE, TREE_SYMLINK_OUTSIDE, base_name, hash_part,
-    standard_fixture,
 };
 use harmonia_utils_signature::PublicKey;
 
@@ -22,7 +21,7 @@ struct Fx {
 fn fx() -> &'static Fx {
     static FX: OnceLock<Fx> = OnceLock::new();
     FX.get_or_init(|| {
-        let fx = standard_fixture();
+        let fx = common::static_fixture();
         let src = fx.store.scratch_dir().join("site");
         std::fs::create_dir_all(src.join("docs")).unwrap();
         std::fs::write(src.join("index.html"), b"<h1>site</h1>\n").unwrap();
@@ -35,13 +34,13 @@ fn fx() -> &'static Fx {
 
 fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| Server::start(&fx().fx.store, Options::default()))
+    SERVER.get_or_init(|| Server::start_static(&fx().fx.store, Options::default()))
 }
 
 fn zstd_server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
-        Server::start(
+        Server::start_static(
             &fx().fx.store,
             Options {
                 extra_config: "enable_compression = true\n",

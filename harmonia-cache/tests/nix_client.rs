@@ -5,16 +5,16 @@ mod common;
 use std::sync::OnceLock;
 
 use common::{Options, Server, output};
-use harmonia_test_support::{FixtureStore, StandardFixture, TOP_BUILD_LOG_LINE, standard_fixture};
+use harmonia_test_support::{FixtureStore, StandardFixture, TOP_BUILD_LOG_LINE};
 
 fn fixture() -> &'static StandardFixture {
     static FIXTURE: OnceLock<StandardFixture> = OnceLock::new();
-    FIXTURE.get_or_init(standard_fixture)
+    FIXTURE.get_or_init(common::static_fixture)
 }
 
 fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| Server::start(&fixture().store, Options::default()))
+    SERVER.get_or_init(|| Server::start_static(&fixture().store, Options::default()))
 }
 
 fn copy_from_cache(trusted_key: &str) -> (FixtureStore, std::process::Output) {

@@ -6,11 +6,11 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use common::{Options, Server, curl, get, narinfo_field, output, self_signed_cert};
-use harmonia_test_support::{FixtureStore, StandardFixture, hash_part, standard_fixture};
+use harmonia_test_support::{FixtureStore, StandardFixture, hash_part};
 
 fn fixture() -> &'static StandardFixture {
     static FIXTURE: OnceLock<StandardFixture> = OnceLock::new();
-    FIXTURE.get_or_init(standard_fixture)
+    FIXTURE.get_or_init(common::static_fixture)
 }
 
 /// SIGTERM stops accepting connections but lets a download in flight finish, then exits.

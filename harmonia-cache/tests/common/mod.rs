@@ -9,7 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use harmonia_test_support::{
-    FixtureStore, KillOnDrop, free_port, generate_signing_key, wait_for_path, wait_for_tcp,
+    FixtureStore, KillOnDrop, StandardFixture, clean_up_after_exit, free_port,
+    generate_signing_key, standard_fixture, wait_for_path, wait_for_tcp,
 };
 use tempfile::TempDir;
 
@@ -102,6 +103,14 @@ impl Server {
         server
     }
 
+    /// Like [`Server::start`], for a server kept in a `static` (never dropped): it is killed and its
+    /// temp dir removed once the test process has exited.
+    pub fn start_static(store: &FixtureStore, opts: Options<'_>) -> Server {
+        let server = Server::start(store, opts);
+        clean_up_after_exit(Some(server.pid()), &[server.dir.path()]);
+        server
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
@@ -121,6 +130,13 @@ impl Server {
     pub fn default_nar_cache(&self) -> PathBuf {
         self.dir.path().join("xdg-cache/harmonia/nar")
     }
+}
+
+/// The standard fixture, for a `static` (never dropped): removed once the test process has exited.
+pub fn static_fixture() -> StandardFixture {
+    let fixture = standard_fixture();
+    fixture.store.remove_after_exit();
+    fixture
 }
 
 /// A parsed HTTP response (from curl or a raw socket).
