@@ -51,17 +51,8 @@ fn nix_copy_with_trusted_key_then_verify_contents() {
         String::from_utf8_lossy(&out.stderr),
         server().log()
     );
-    let verify = output(
-        dest.nix("nix-store")
-            .arg("--store")
-            .arg(dest.root())
-            .args(["--verify", "--check-contents"]),
-    );
-    assert!(
-        verify.status.success(),
-        "verify failed: {}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    dest.verify_contents()
+        .expect("nix-store --verify --check-contents after nix copy");
     // Every path arrived with the metadata the source has.
     let fx = fixture();
     let paths: Vec<&str> = fx.paths.all.iter().map(String::as_str).collect();

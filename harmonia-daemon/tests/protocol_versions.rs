@@ -152,11 +152,8 @@ async fn add_to_store_nar_at_old_and_new_versions() {
         }
         assert!(c.is_valid_path(&sp(&src.paths.top)).await.expect("valid"));
         assert!(dst.dump(&src.paths.top) == src.store.dump(&src.paths.top));
-        ok(dst
-            .nix("nix-store")
-            .arg("--store")
-            .arg(dst.root())
-            .args(["--verify", "--check-contents"]));
+        dst.verify_contents()
+            .expect("nix-store --verify --check-contents");
         let refs = lines(&ok(dst
             .nix("nix-store")
             .arg("--store")
@@ -182,11 +179,8 @@ async fn add_multiple_to_store_registers_a_closure() {
     c.add_multiple_to_store(false, true, &mut items)
         .await
         .expect("AddMultipleToStore");
-    ok(dst
-        .nix("nix-store")
-        .arg("--store")
-        .arg(dst.root())
-        .args(["--verify", "--check-contents"]));
+    dst.verify_contents()
+        .expect("nix-store --verify --check-contents");
     let all = lines(&ok(dst
         .nix("nix")
         .args(["path-info", "--all", "--store"])
@@ -395,11 +389,8 @@ async fn add_multiple_stops_at_a_bad_path_and_keeps_the_good_ones() {
         entries,
         vec![harmonia_test_support::base_name(&src.paths.dep).to_owned()]
     );
-    ok(dst
-        .nix("nix-store")
-        .arg("--store")
-        .arg(dst.root())
-        .args(["--verify", "--check-contents"]));
+    dst.verify_contents()
+        .expect("nix-store --verify --check-contents");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -610,11 +601,8 @@ async fn concurrent_adds_of_the_same_path_are_safe() {
         entries,
         vec![harmonia_test_support::base_name(&src.paths.big_file).to_owned()]
     );
-    ok(dst
-        .nix("nix-store")
-        .arg("--store")
-        .arg(dst.root())
-        .args(["--verify", "--check-contents"]));
+    dst.verify_contents()
+        .expect("nix-store --verify --check-contents");
 }
 
 /// Sends AddToStore in its pre-1.25 form with `nar` following raw; returns the daemon's answer.
@@ -677,11 +665,8 @@ async fn legacy_add_to_store_matches_nix_store_add() {
         .expect_err("not a file");
     assert!(matches!(err, ProtocolError::Remote(_)), "{err}");
     assert!(c.is_valid_path(&got).await.expect("usable"));
-    ok(dst
-        .nix("nix-store")
-        .arg("--store")
-        .arg(dst.root())
-        .args(["--verify", "--check-contents"]));
+    dst.verify_contents()
+        .expect("nix-store --verify --check-contents");
     assert_eq!(
         dst.path_info(&[&recursive])[0]["ca"],
         reference.path_info(&[&recursive])[0]["ca"]

@@ -184,11 +184,9 @@ fn add_file_and_directory_with_symlink() {
         let ca = |s: &FixtureStore| s.path_info(&[&expected[0]])[0]["ca"].clone();
         assert_eq!(ca(&f.store), ca(&reference), "{args:?}");
     }
-    ok(f.store
-        .nix("nix-store")
-        .arg("--store")
-        .arg(f.store.root())
-        .args(["--verify", "--check-contents"]));
+    f.store
+        .verify_contents()
+        .expect("nix-store --verify --check-contents");
 }
 
 #[test]
@@ -217,11 +215,8 @@ fn nix_copy_closure_into_daemon() {
     };
     let qs: Vec<&str> = closure.iter().map(|s| s.as_str()).collect();
     assert_eq!(strip(dst.path_info(&qs)), strip(src.store.path_info(&qs)));
-    ok(dst
-        .nix("nix-store")
-        .arg("--store")
-        .arg(dst.root())
-        .args(["--verify", "--check-contents"]));
+    dst.verify_contents()
+        .expect("nix-store --verify --check-contents");
     // Copying again is a no-op that still succeeds.
     ok(src
         .store

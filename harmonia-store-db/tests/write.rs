@@ -39,23 +39,6 @@ fn fixture_with_self_ref() -> (StandardFixture, String, String) {
     (fx, out.clone(), drv)
 }
 
-/// `nix-store --verify --check-contents` on a store: Ok(stderr) if Nix found nothing wrong.
-fn nix_verify(store: &FixtureStore) -> Result<String, String> {
-    let out = store
-        .nix("nix-store")
-        .arg("--store")
-        .arg(store.root())
-        .args(["--verify", "--check-contents"])
-        .output()
-        .expect("run nix-store --verify");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    if out.status.success() && !stderr.contains("error") {
-        Ok(stderr)
-    } else {
-        Err(stderr)
-    }
-}
-
 fn info_of(db: &StoreDb, path: &str) -> ValidPathInfo {
     db.query_path_info(&sp(path))
         .unwrap()
@@ -135,11 +118,13 @@ fn registered_copies_are_accepted_by_real_nix() {
             );
         }
     }
-    nix_verify(&dst).expect("nix-store --verify --check-contents refused our registration");
+    dst.verify_contents()
+        .expect("nix-store --verify --check-contents refused our registration");
     // Nix keeps working on the database we wrote to.
     let added = dst.add_text("after.txt", b"added by nix after our registration\n");
     assert!(db.is_valid_path(&sp(&added)).unwrap());
-    nix_verify(&dst).expect("verify after nix added a path");
+    dst.verify_contents()
+        .expect("verify after nix added a path");
 }
 
 #[test]
@@ -154,7 +139,9 @@ fn verify_catches_a_wrong_nar_hash() {
     open_rw(&dst)
         .register_valid_paths(&[info])
         .expect("register");
-    let err = nix_verify(&dst).expect_err("Nix accepted a wrong nar hash");
+    let err = dst
+        .verify_contents()
+        .expect_err("Nix accepted a wrong nar hash");
     assert!(err.contains(&fx.paths.executable), "{err}");
 }
 
@@ -256,7 +243,7 @@ fn updates_and_signatures_behave_like_nix() {
         db.query_referrers(&dep.path).unwrap(),
         vec![top.path.clone()]
     );
-    nix_verify(&dst).expect("verify");
+    dst.verify_contents().expect("verify");
 }
 
 #[test]
@@ -552,7 +539,8 @@ fn registration_interleaves_with_nix_writing_the_same_database() {
             .collect::<Vec<_>>(),
         expected
     );
-    nix_verify(&dst).expect("verify after concurrent writes");
+    dst.verify_contents()
+        .expect("verify after concurrent writes");
 }
 
 #[test]
@@ -573,7 +561,7 @@ fn content_addresses_are_stored_as_nix_renders_them() {
         dst.path_info(&[&fx.paths.text_file])[0]["ca"],
         serde_json::json!(canonical)
     );
-    nix_verify(&dst).expect("verify");
+    dst.verify_contents().expect("verify");
 }
 
 #[test]

@@ -143,6 +143,24 @@ impl FixtureStore {
         self.tmp.path()
     }
 
+    /// `nix-store --verify --check-contents` on this store: `Ok(stderr)` if Nix found nothing wrong,
+    /// else `Err(stderr)`.
+    pub fn verify_contents(&self) -> Result<String, String> {
+        let out = self
+            .nix("nix-store")
+            .arg("--store")
+            .arg(&self.root)
+            .args(["--verify", "--check-contents"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run nix-store --verify: {e}"));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() && !stderr.contains("error") {
+            Ok(stderr)
+        } else {
+            Err(stderr)
+        }
+    }
+
     /// A command for a Nix program (`nix`, `nix-store`, `nix-build`, ...) with an environment
     /// isolated from the machine: our `NIX_CONF_DIR`, a private HOME and XDG dirs, no `NIX_*`
     /// variables inherited. The store is not implied: pass `--store` (see [`FixtureStore::root`]).

@@ -1008,18 +1008,8 @@ mod tests {
             names,
             "no lock or temporary files left"
         );
-        let out = f
-            .nix("nix-store")
-            .arg("--store")
-            .arg(f.root())
-            .args(["--verify", "--check-contents"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        f.verify_contents()
+            .expect("nix-store --verify --check-contents");
         // Adding them again is a no-op.
         let mut batch = store.add_batch();
         for (info, nar) in &paths[..3] {
