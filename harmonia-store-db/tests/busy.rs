@@ -66,17 +66,23 @@ fn writes_fail_with_busy_while_another_writer_holds_the_lock() {
     );
 }
 
+/// A connection that switched the database to a rollback journal (as Nix with `use-sqlite-wal = false`).
+fn rollback_journal_connection(db_path: &std::path::Path) -> Connection {
+    let conn = Connection::open(db_path).unwrap();
+    let mode: String = conn
+        .query_row("pragma journal_mode = delete", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete");
+    conn
+}
+
 #[test]
 fn reads_fail_with_busy_while_a_rollback_journal_writer_holds_an_exclusive_lock() {
     let fx = standard_fixture();
     let db_path = fx.store.db_path();
     // Nix with `use-sqlite-wal = false` keeps a rollback journal; there a committing writer's exclusive lock
     // keeps readers out (in WAL mode nothing does while a reader has the database open).
-    let holder = Connection::open(&db_path).unwrap();
-    let mode: String = holder
-        .query_row("pragma journal_mode = delete", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "delete");
+    let holder = rollback_journal_connection(&db_path);
     let ro = StoreDb::open_read_only(&db_path, StoreDir::default()).unwrap();
     ro.set_busy_timeout(TIMEOUT).unwrap();
     let top = sp(&fx.paths.top);
@@ -111,11 +117,7 @@ fn reads_fail_with_busy_while_a_rollback_journal_writer_holds_an_exclusive_lock(
 fn a_pool_with_a_zero_busy_timeout_reports_busy_at_once_on_every_connection() {
     let fx = standard_fixture();
     let db_path = fx.store.db_path();
-    let holder = Connection::open(&db_path).unwrap();
-    let mode: String = holder
-        .query_row("pragma journal_mode = delete", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "delete");
+    let holder = rollback_journal_connection(&db_path);
     let pool = harmonia_store_db::StoreDbPool::new(&db_path, StoreDir::default(), 2)
         .unwrap()
         .with_busy_timeout(Duration::ZERO)
